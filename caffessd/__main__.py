@@ -1,0 +1,3 @@
+from caffessd.cli import main
+
+main()
