@@ -1,0 +1,40 @@
+"""Shared test fixtures: paths to the reference material and the face detector.
+
+The read-only reference material lives in ../shared next to the checkout (CI
+clones the repo with shared/ beside it); CAFFESSD_SHARED overrides that.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CAFFESSD_SHARED", ROOT.parent / "shared"))
+FACE_DIR = SHARED / "fixtures" / "yufacedetectnet"
+FACE_PROTOTXT = FACE_DIR / "yufacedetectnet-open-v2.prototxt"
+FACE_CAFFEMODEL = FACE_DIR / "yufacedetectnet-open-v2.caffemodel"
+FACE_PHOTOS = [FACE_DIR / "keliamoniz1.jpg", FACE_DIR / "keliamoniz2.jpg"]
+REFERENCE = SHARED / "reference"
+MNV1_REF = REFERENCE / "chuanqi305-MobileNet-SSD"
+MNV2_REF = REFERENCE / "chuanqi305-MobileNetv2-SSDLite"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"reference material missing: {path} (set CAFFESSD_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_prototxt():
+    return _require(FACE_PROTOTXT)
+
+
+@pytest.fixture(scope="session")
+def face_caffemodel():
+    return _require(FACE_CAFFEMODEL)
+
+
+@pytest.fixture(scope="session")
+def face_photos():
+    return [_require(p) for p in FACE_PHOTOS]
