@@ -75,7 +75,8 @@ def add_conv(b: NetBuilder, name: str, bottom: str, num_output: int, kernel: int
     stride 2, an even-sized axis gets the pad-2-then-slice treatment.
     """
     channels, height, width = b.shape(bottom)
-    if stride > 1 and (height == 1 or width == 1):
+    if stride > 1 and height == 1 and width == 1:
+        # Nothing left to downsample: the input cannot be divided into that many feature maps.
         raise CaffessdError(
             f"input {b.config.input_width}x{b.config.input_height} is too small for the feature layers asked "
             f"for: '{name}' would downsample a {height}x{width} map (use a larger --input or fewer extra layers)")
