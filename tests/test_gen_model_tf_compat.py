@@ -9,7 +9,8 @@
   stride-2 convs, checked against tf.nn.conv2d / depthwise_conv2d on an input
   whose height is even and width odd (rows sliced, columns not). Tolerance 1e-4.
 """
-import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -80,9 +81,26 @@ def test_priors_equal_tf_anchor_generator(tmp_path, width, height, min_scale, ma
                                            err_msg=f"head {head} cell {cell}")
 
 
+# TensorFlow runs in a child process: loaded into the test process it makes a
+# later grpc_tools protoc call (test_proto_sync) crash.
+TF_SAME_CONVS = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import tensorflow as tf
+data = np.load(sys.argv[1])
+def nhwc(x):
+    return tf.constant(np.transpose(x, (0, 2, 3, 1)))
+def nchw(x):
+    return np.transpose(x.numpy(), (0, 3, 1, 2))
+conv = tf.nn.conv2d(nhwc(data["image"]), np.transpose(data["conv_w"], (2, 3, 1, 0)), strides=2, padding="SAME")
+dw = tf.nn.depthwise_conv2d(nhwc(data["expanded"]), np.transpose(data["dw_w"], (2, 3, 0, 1)), strides=[1, 2, 2, 1],
+                            padding="SAME")
+np.savez(sys.argv[2], conv=nchw(tf.nn.relu6(conv + data["conv_b"])), dw=nchw(tf.nn.relu6(dw + data["dw_b"])))
+"""
+
+
 def test_tf_pad_matches_tensorflow_same_padding(tmp_path):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = pytest.importorskip("tensorflow")
     config = SSDConfig(backbone="mnv2", head="ssdlite", input_width=321, input_height=240, num_classes=2,
                        tf_pad=True, relu6=True, bn="none", width=0.5, feature_layers=["conv_13/expand", "Conv_1"])
     net, weights = deploy_in_opencv(config, tmp_path)
@@ -91,14 +109,10 @@ def test_tf_pad_matches_tensorflow_same_padding(tmp_path):
     conv, expanded, depthwise = net.forward(["Conv/relu", "conv_1/expand/relu", "conv_1/depthwise/relu"])
     assert conv.shape[2:] == (120, 161) and depthwise.shape[2:] == (60, 81)
 
-    def nhwc(x):
-        return tf.constant(np.transpose(x, (0, 2, 3, 1)))
-
-    kernel, bias = weights["Conv"]
-    tf_conv = tf.nn.conv2d(nhwc(image), np.transpose(kernel, (2, 3, 1, 0)), strides=2, padding="SAME") + bias
-    np.testing.assert_allclose(np.transpose(tf.nn.relu6(tf_conv).numpy(), (0, 3, 1, 2)), conv, atol=1e-4)
-
-    kernel, bias = weights["conv_1/depthwise"]  # (C, 1, 3, 3) -> (3, 3, C, 1)
-    tf_dw = tf.nn.depthwise_conv2d(nhwc(expanded), np.transpose(kernel, (2, 3, 0, 1)), strides=[1, 2, 2, 1],
-                                   padding="SAME") + bias
-    np.testing.assert_allclose(np.transpose(tf.nn.relu6(tf_dw).numpy(), (0, 3, 1, 2)), depthwise, atol=1e-4)
+    (conv_w, conv_b), (dw_w, dw_b) = weights["Conv"], weights["conv_1/depthwise"]
+    np.savez(tmp_path / "in.npz", image=image, expanded=expanded, conv_w=conv_w, conv_b=conv_b, dw_w=dw_w, dw_b=dw_b)
+    subprocess.run([sys.executable, "-c", TF_SAME_CONVS, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                   check=True)
+    expected = np.load(tmp_path / "out.npz")
+    np.testing.assert_allclose(conv, expected["conv"], atol=1e-4)
+    np.testing.assert_allclose(depthwise, expected["dw"], atol=1e-4)
