@@ -1,9 +1,11 @@
 """Checking that a merged net computes what the original did.
 
 Both nets run on the same inputs through one engine (a *runner*) and every
-checked blob is compared. A runner is a function
+checked blob is compared. A runner loads a net once and returns a function
+that runs it:
 
-    runner(net: Net, feeds: {input name: array}, blobs: [blob name]) -> {blob name: array}
+    run = runner(net: Net, blobs: [blob name])
+    run(feeds: {input name: array}) -> {blob name: array}
 
 `default_runner()` picks caffessd's ONNX path (caffessd.onnxconv) when it is
 available and falls back to OpenCV's Caffe importer (cv2.dnn), which the
@@ -17,9 +19,7 @@ Its own output is still compared and printed, but only for information.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -28,7 +28,8 @@ from caffessd import protoio
 from caffessd.errors import CaffessdError
 from caffessd.net import Net
 
-Runner = Callable[[Net, Dict[str, np.ndarray], List[str]], Dict[str, np.ndarray]]
+Run = Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]
+Runner = Callable[[Net, List[str]], Run]
 
 
 class VerificationError(CaffessdError):
@@ -133,19 +134,29 @@ def difference(input_label: str, blob: str, reference: np.ndarray, merged: np.nd
                       "" if checked else "DetectionOutput, for information")
 
 
-def compare_nets(reference: Net, merged: Net, feeds: Dict[str, np.ndarray], input_label: str,
-                 runner: Runner) -> List[OutputDiff]:
-    checked = checked_blobs(reference)
-    detections = detection_blobs(reference)
-    wanted = checked + detections
-    missing = [b for b in wanted if b not in merged.infer_shapes()]
+def blobs_to_compare(reference: Net, merged: Net):
+    """(checked blobs, informational blobs); both must exist in the merged net."""
+    checked, detections = checked_blobs(reference), detection_blobs(reference)
+    available = merged.infer_shapes()
+    missing = [b for b in checked + detections if b not in available]
     if missing:
         raise CaffessdError(f"the merged net lost blob '{missing[0]}'")
-    ref_out = runner(reference, feeds, wanted)
-    new_out = runner(merged, feeds, wanted)
+    return checked, detections
+
+
+def diff_outputs(ref_out, new_out, checked, detections, input_label: str) -> List[OutputDiff]:
     rows = [difference(input_label, b, ref_out[b], new_out[b]) for b in checked]
     rows += [difference(input_label, b, ref_out[b], new_out[b], checked=False) for b in detections]
     return rows
+
+
+def compare_nets(reference: Net, merged: Net, feeds: Dict[str, np.ndarray], input_label: str,
+                 runner: Runner) -> List[OutputDiff]:
+    """Run both nets once on `feeds` and compare the checked blobs."""
+    checked, detections = blobs_to_compare(reference, merged)
+    wanted = checked + detections
+    return diff_outputs(runner(reference, wanted)(feeds), runner(merged, wanted)(feeds),
+                        checked, detections, input_label)
 
 
 def verify_fold(reference: Net, merged: Net, images: Sequence = (), tolerance: float = 1e-4, seed: int = 0,
@@ -159,9 +170,13 @@ def verify_fold(reference: Net, merged: Net, images: Sequence = (), tolerance: f
                             "give the deploy prototxt, or skip the check with --no-verify")
     runs = [(f"random (seed {seed})", lambda: random_feeds(reference, seed))]
     runs += [(os.fspath(path), lambda path=path: image_feeds(reference, path)) for path in images]
+    checked, detections = blobs_to_compare(reference, merged)
+    wanted = checked + detections
+    run_reference, run_merged = runner(reference, wanted), runner(merged, wanted)
     rows: List[OutputDiff] = []
     for label, make_feeds in runs:
-        rows += compare_nets(reference, merged, make_feeds(), label, runner)
+        feeds = make_feeds()
+        rows += diff_outputs(run_reference(feeds), run_merged(feeds), checked, detections, label)
         if progress:
             progress(label)
     failed = [row for row in rows if not row.passes(tolerance)]
@@ -190,35 +205,38 @@ def default_runner() -> Runner:
                             "opencv-python-headless); or skip it with --no-verify") from None
 
 
-def run_onnx_path(net: Net, feeds: Dict[str, np.ndarray], blobs: List[str]) -> Dict[str, np.ndarray]:
+def run_onnx_path(net: Net, blobs: List[str]) -> Run:
     from caffessd.onnxconv import run_onnx, to_onnx
 
     extra = [b for b in blobs if b not in net.output_names()]
     model = to_onnx(net, extra_outputs=extra)
-    outputs = run_onnx(model, feeds)
-    return {b: np.asarray(outputs[b]) for b in blobs}
+
+    def run(feeds):
+        outputs = run_onnx(model, feeds)
+        return {b: np.asarray(outputs[b]) for b in blobs}
+    return run
 
 
-def run_opencv(net: Net, feeds: Dict[str, np.ndarray], blobs: List[str]) -> Dict[str, np.ndarray]:
-    """Run `net` in cv2.dnn with layer fusion off, so BatchNorm/Scale run as themselves."""
+def run_opencv(net: Net, blobs: List[str]) -> Run:
+    """Load `net` into cv2.dnn with layer fusion off, so BatchNorm/Scale run as themselves."""
     import cv2
 
-    from caffessd.merge_bn import FoldResult
+    from caffessd.merge_bn import net_caffemodel
 
-    model = FoldResult(net.param, net.weights).caffemodel()
-    with tempfile.TemporaryDirectory(prefix="caffessd-verify-") as tmp:
-        prototxt, caffemodel = Path(tmp, "net.prototxt"), Path(tmp, "net.caffemodel")
-        protoio.write_prototxt(net.param, prototxt)
-        protoio.write_caffemodel(model, caffemodel)
-        engine = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    prototxt = np.frombuffer(protoio.prototxt_text(net.param).encode("utf-8"), np.uint8)
+    caffemodel = np.frombuffer(protoio.serialize(net_caffemodel(net.param, net.weights)), np.uint8)
+    engine = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
     engine.enableFusion(False)
     engine.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    for name, value in feeds.items():
-        engine.setInput(value, name)
     known = set(engine.getLayerNames())
     layer_names = [_opencv_output_name(net, blob, known) for blob in blobs]
-    values = engine.forward(layer_names)
-    return {blob: np.asarray(value) for blob, value in zip(blobs, values)}
+
+    def run(feeds):
+        for name, value in feeds.items():
+            engine.setInput(value, name)
+        values = engine.forward(layer_names)
+        return {blob: np.asarray(value) for blob, value in zip(blobs, values)}
+    return run
 
 
 def _opencv_output_name(net: Net, blob: str, known) -> str:

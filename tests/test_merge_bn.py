@@ -256,17 +256,17 @@ def test_bn_after_concat_or_eltwise(kind, extra):
 
 def test_unfoldable_scales_and_batch_statistics():
     text = (header() + conv("c1", "data", "c1") + scale("spatial", "c1", "c1", num_axes=2)
-            + conv("c2", "c1", "c2") + conv("gain", "data", "gain", num_output=8, kernel=12, pad=0)
+            + conv("c2", "c1", "c2") + conv("gain", "data", "gain")      # element-wise gain map
             + layer("by_blob", "Scale", ["c2", "gain"], ["c2s"], "scale_param { axis: 0 }")
             + conv("c3", "c2s", "c3") + batchnorm("live", "c3", "c3", use_global_stats=False))
-    result = fold_batchnorm(net_with_random_weights(text.replace("axis: 0", "axis: 0 num_axes: 2")
-                                                    .replace('"gain", num_output', '"gain", num_output'),
-                                                    seed=14))
+    net = net_with_random_weights(text, seed=14)
+    result = fold_batchnorm(net)
     reasons = {s.layer: s.reason for s in result.skipped}
     assert set(reasons) == {"spatial", "by_blob", "live"}
     assert "other than the channel axis" in reasons["spatial"]
     assert "second input blob" in reasons["by_blob"]
     assert "use_global_stats is false" in reasons["live"]
+    assert [l.type for l in result.param.layer] == [l.type for l in net.param.layer]
 
 
 def test_shared_weights_are_not_folded():

@@ -1,6 +1,9 @@
 """`caffessd merge-bn`: fold BatchNorm/Scale into convolutions and prove it lossless."""
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
+
 import click
 
 from caffessd.errors import CaffessdError
@@ -57,17 +60,26 @@ def _verify(net: Net, merged: Net, images, tolerance: float, seed: int) -> None:
     from caffessd import merge_bn_verify
 
     runner = merge_bn_verify.default_runner()
-    runs = 1 + len(images)
-    with click.progressbar(length=runs, label="verifying", file=click.get_text_stream("stderr")) as bar:
-        try:
+    try:
+        with _progress(1 + len(images)) as advance:
             rows = merge_bn_verify.verify_fold(net, merged, images=images, tolerance=tolerance, seed=seed,
-                                               runner=runner, progress=lambda label: bar.update(1))
-        except merge_bn_verify.VerificationError as exc:
-            bar.render_finish()
-            _print_rows(exc.checks, tolerance)
-            raise
+                                               runner=runner, progress=advance)
+    except merge_bn_verify.VerificationError as exc:
+        _print_rows(exc.checks, tolerance)
+        raise
     _print_rows(rows, tolerance)
     click.echo(f"verified with {_runner_name(runner)}: every output within {tolerance:g} relative")
+
+
+@contextmanager
+def _progress(runs: int):
+    """A progress bar on a terminal; silence otherwise (stderr stays one error line)."""
+    stream = sys.stderr
+    if not stream.isatty():
+        yield lambda label: None
+        return
+    with click.progressbar(length=runs, label="verifying", file=stream) as bar:
+        yield lambda label: bar.update(1)
 
 
 def _print_rows(rows, tolerance: float) -> None:
