@@ -81,7 +81,7 @@ def test_error_paths(case, small_net, tmp_path, capsys):
         expected = ["nope.prototxt", "no such file"]
     elif case == "weights are text":
         args["weights"] = prototxt
-        expected = ["is not a binary caffemodel"]
+        expected = ["net.prototxt", "binary caffemodel"]
     elif case == "weights lack a layer":
         partial = protoio.read_caffemodel(caffemodel)
         del partial.layer[0]
