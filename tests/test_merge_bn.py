@@ -275,3 +275,16 @@ def test_shared_weights_are_not_folded():
             + batchnorm("bn", "c1", "c1") + layer("sum", "Eltwise", ["c1", "c1b"], ["sum"]))
     result = fold_batchnorm(net_with_random_weights(text, seed=15))
     assert "shares weights with 'c1b'" in result.skipped[0].reason
+
+
+def test_rewiring_that_would_shadow_another_blob_is_refused():
+    # 'p' writes blob 'out' between c1 and the BN that also writes 'out'; moving
+    # 'out' up to c1 would let p's write hide c1's from the Eltwise. Caffe and
+    # OpenCV reject a blob with two non-in-place producers, but caffessd's Net
+    # reads it, so folding must refuse rather than silently change the net.
+    text = (header() + conv("c1", "data", "c1") + conv("p", "data", "out") + conv("q", "out", "q")
+            + batchnorm("bn", "c1", "out") + layer("sum", "Eltwise", ["out", "q"], ["sum"]))
+    net = net_with_random_weights(text, seed=16)
+    result = fold_batchnorm(net)
+    assert "would clash with layer 'p'" in result.skipped[0].reason
+    assert [l.type for l in result.param.layer] == [l.type for l in net.param.layer]
