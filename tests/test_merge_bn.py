@@ -288,3 +288,13 @@ def test_rewiring_that_would_shadow_another_blob_is_refused():
     result = fold_batchnorm(net)
     assert "would clash with layer 'p'" in result.skipped[0].reason
     assert [l.type for l in result.param.layer] == [l.type for l in net.param.layer]
+
+
+def test_non_positive_variance_is_reported_not_folded():
+    text = header() + conv("c1", "data", "c1") + batchnorm("bn", "c1", "c1") + relu("r", "c1", "c1")
+    net = net_with_random_weights(text, seed=17, scale_factor=1.0)
+    net.weights["bn"][1][3] = -1.0   # a corrupt snapshot: variance + eps < 0 in channel 3
+    result = fold_batchnorm(net)
+    assert [s.layer for s in result.skipped] == ["bn"]
+    assert "variance + eps is not positive" in result.skipped[0].reason
+    assert "bn" in result.weights and not result.folded
