@@ -221,10 +221,9 @@ def run_opencv(net: Net, blobs: List[str]) -> Run:
     """Load `net` into cv2.dnn with layer fusion off, so BatchNorm/Scale run as themselves."""
     import cv2
 
-    from caffessd.merge_bn import net_caffemodel
 
     prototxt = np.frombuffer(protoio.prototxt_text(net.param).encode("utf-8"), np.uint8)
-    caffemodel = np.frombuffer(protoio.serialize(net_caffemodel(net.param, net.weights)), np.uint8)
+    caffemodel = np.frombuffer(protoio.serialize(protoio.caffemodel_from(net.param, net.weights)), np.uint8)
     engine = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
     engine.enableFusion(False)
     engine.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)

@@ -7,7 +7,7 @@ input size (Caffe's WARP resize).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence, Tuple
 

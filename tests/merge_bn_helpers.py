@@ -12,7 +12,6 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from caffessd import caffe_pb2, protoio
-from caffessd.merge_bn import net_caffemodel
 from caffessd.net import Net
 
 
@@ -61,7 +60,7 @@ def save_net(net: Net, folder: Path, stem: str = "net"):
     """Write `net` as <stem>.prototxt and <stem>.caffemodel; return both paths."""
     prototxt, caffemodel = Path(folder) / f"{stem}.prototxt", Path(folder) / f"{stem}.caffemodel"
     protoio.write_prototxt(net.param, prototxt)
-    protoio.write_caffemodel(net_caffemodel(net.param, net.weights), caffemodel)
+    protoio.write_caffemodel(protoio.caffemodel_from(net.param, net.weights), caffemodel)
     return prototxt, caffemodel
 
 

@@ -1,11 +1,9 @@
 """`caffessd merge-bn` end to end: output, files, and every error path
 (one `caffessd: error:` line on stderr, exit status 1, no files written)."""
-import numpy as np
 import pytest
 
 from caffessd import protoio
 from caffessd.cli import main
-from caffessd.merge_bn import _blob
 from caffessd.net import Net
 from merge_bn_helpers import batchnorm, conv, header, layer, net_with_random_weights, relu, save_net, scale
 
@@ -105,9 +103,3 @@ def test_error_paths(case, small_net, tmp_path, capsys):
     assert_one_line_error(code, err, *expected)
     assert not out_dir.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["partial.caffemodel"])
-
-
-@pytest.mark.parametrize("array", [np.arange(24, dtype=np.float32).reshape(2, 3, 4).transpose(2, 0, 1),
-                                   np.array(1.5, np.float32), np.zeros(0, np.float32)])
-def test_fast_blob_encoding_matches_protoio(array):
-    assert _blob(array).SerializeToString() == protoio.array_to_blob(array).SerializeToString()
