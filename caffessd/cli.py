@@ -16,7 +16,9 @@ from caffessd.errors import CaffessdError
 
 # (command name, module) pairs; a module exposes `command`, a click.Command.
 COMMANDS = [
+    ("detect", "caffessd.commands.detect_cmd"),
     ("inspect", "caffessd.commands.inspect_cmd"),
+    ("merge-bn", "caffessd.commands.merge_bn_cmd"),
     ("gen-model", "caffessd.commands.gen_model_cmd"),
 ]
 
