@@ -10,7 +10,7 @@ import pytest
 
 from caffessd.net import Net
 from caffessd.onnxconv import onnx_session, read_preprocessing, run_onnx, to_onnx
-from tests.onnx_parity import assert_close, cv2, opencv_forward
+from tests.onnx_parity import assert_close, assert_same_detections, cv2, opencv_forward
 
 MEAN = (104.0, 117.0, 123.0)
 
@@ -37,20 +37,13 @@ def _opencv_detections(prototxt, caffemodel, blob):
     return net.forward()[0, 0]
 
 
-def _assert_same_detections(ours, theirs):
-    """Same rows in the same order; OpenCV 4.x may pad with all-zero rows."""
-    assert ours.shape[0] <= theirs.shape[0]
-    np.testing.assert_allclose(ours, theirs[: len(ours)], atol=1e-4, rtol=0)
-    assert not theirs[len(ours):].any(), "OpenCV found detections that caffessd did not"
-
-
 def test_detection_out_matches_opencv(face_model, face_prototxt, face_caffemodel, blobs):
     session = onnx_session(face_model)
     for blob in blobs:
         ours = run_onnx(session, {"data": blob})["detection_out"]
         assert ours.shape[:2] == (1, 1) and ours.shape[3] == 7
         theirs = _opencv_detections(face_prototxt, face_caffemodel, blob)
-        _assert_same_detections(ours[0, 0], theirs)
+        assert_same_detections(ours[0, 0], theirs)
         assert ours[0, 0, 0, 2] > 0.9, "the photo's face is the best detection"
 
 
@@ -77,7 +70,7 @@ def test_nothing_detected_gives_opencv_zero_row(face_net, face_prototxt, face_ca
     theirs = _opencv_detections(prototxt, face_caffemodel, blobs[0])
     assert ours.shape == (1, 1, 1, 7)
     assert not ours.any()
-    _assert_same_detections(ours[0, 0], theirs)
+    assert_same_detections(ours[0, 0], theirs)
 
 
 def test_opset_18_and_threads_agree(face_net, face_model, blobs):

@@ -3,8 +3,8 @@
 DetectionOutput reproduces the SSD fork of Caffe (and OpenCV's port of it):
 for every class but the background, the `top_k` best-scoring boxes above
 `confidence_threshold` go through greedy NMS; then the `keep_top_k` best
-detections of an image survive. Rows come out grouped by label (ascending),
-best score first within a label, as Caffe's std::map iteration emits them.
+detections of an image survive. Rows come out best score first, as OpenCV
+4.x emits them (Caffe itself groups the same rows by label).
 """
 from __future__ import annotations
 
@@ -161,18 +161,19 @@ def _image_detections(ctx, layer, settings, loc, conf, priors, num_priors, image
     columns = [ctx.node("Unsqueeze", [v, ctx.ints(f"{name}_u{i}", [1])], f"{name}_col{i}")
                for i, v in enumerate([det_image, det_labels, det_scores])]
     rows = ctx.node("Concat", columns + [det_boxes], f"{name}_rows", axis=1)
-    if settings["keep_top_k"] < 0:
-        return rows
-    return _keep_top_k(ctx, name, rows, det_scores, settings["keep_top_k"])
+    return _best_first(ctx, name, rows, det_scores, settings["keep_top_k"])
 
 
-def _keep_top_k(ctx, name, rows, det_scores, keep_top_k):
-    """The keep_top_k best rows, still in NMS output order (label, then score)."""
+def _best_first(ctx, name, rows, det_scores, keep_top_k):
+    """Rows sorted by score, best first, at most keep_top_k of them (-1: all).
+
+    Caffe picks the same keep_top_k rows but then groups them by label;
+    OpenCV 4.x's port (group_by_classes off) emits them best first, and that
+    order is what this export reproduces. TopK keeps equal scores in their
+    NMS (label) order.
+    """
     count = ctx.node("Shape", [det_scores], f"{name}_ndet")
-    keep = ctx.node("Min", [count, ctx.ints(f"{name}_keep", [keep_top_k])], f"{name}_nkeep")
-    _, best = ctx.node("TopK", [det_scores, keep], f"{name}_best", outputs=2, axis=0, largest=1, sorted=1)
-    # Back to NMS order: sort the chosen positions ascending.
-    positions = ctx.node("Cast", [best], f"{name}_best_f", to=1)
-    _, order = ctx.node("TopK", [positions, keep], f"{name}_order", outputs=2, axis=0, largest=0, sorted=1)
-    ordered = ctx.node("Gather", [best, order], f"{name}_kept_pos", axis=0)
-    return ctx.node("Gather", [rows, ordered], f"{name}_kept_rows", axis=0)
+    if keep_top_k >= 0:
+        count = ctx.node("Min", [count, ctx.ints(f"{name}_keep", [keep_top_k])], f"{name}_nkeep")
+    _, best = ctx.node("TopK", [det_scores, count], f"{name}_best", outputs=2, axis=0, largest=1, sorted=1)
+    return ctx.node("Gather", [rows, best], f"{name}_sorted_rows", axis=0)
