@@ -16,6 +16,9 @@ _EXPORTS = {
     "read_labelmap": "caffessd.protoio",
     "Net": "caffessd.net",
     "summarize": "caffessd.summary",
+    "Detector": "caffessd.runtime",
+    "Detection": "caffessd.runtime",
+    "Preprocessing": "caffessd.preprocess",
 }
 
 

@@ -16,6 +16,7 @@ from caffessd.errors import CaffessdError
 
 # (command name, module) pairs; a module exposes `command`, a click.Command.
 COMMANDS = [
+    ("detect", "caffessd.commands.detect_cmd"),
     ("inspect", "caffessd.commands.inspect_cmd"),
     ("export-onnx", "caffessd.commands.export_onnx_cmd"),
 ]
