@@ -42,10 +42,13 @@ def normalise_preprocessing(values: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def set_metadata(model: onnx.ModelProto, values: Dict[str, Any]) -> None:
+    """Store `values`: a plain key becomes `caffessd.<key>` with a JSON value; a
+    key with a dot (e.g. `caffessd.labels`) is kept as is, and a string value
+    under it is stored verbatim (callers may pass pre-encoded JSON)."""
     existing = {p.key: p for p in model.metadata_props}
     for key, value in values.items():
-        full = PREFIX + key
-        text = json.dumps(value)
+        full = key if "." in key else PREFIX + key
+        text = value if "." in key and isinstance(value, str) else json.dumps(value)
         if full in existing:
             existing[full].value = text
         else:
