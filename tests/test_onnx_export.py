@@ -206,3 +206,21 @@ def test_silence_and_train_data_layers(tmp_path):
     assert [o.name for o in model.graph.output] == ["conv"]
     out = run_onnx(model, {"data": np.ones((1, 3, 8, 8), np.float32)})["conv"]
     assert out.shape == (1, 2, 6, 6)
+
+
+def test_extra_outputs_when_layer_and_blob_names_cross(tmp_path):
+    """Layer 'x' writes blob 'y' and layer 'y' writes blob 'x' (MobileNetV2-SSDLite
+    has such names): extra outputs name layers, as OpenCV's forward(name) does
+    (a net output's own name keeps meaning that output)."""
+    text = (_input("data", 1, 2, 3, 3)
+            + _layer("x", "Power", "data", "y", "power_param { scale: 2 }")
+            + _layer("y", "Power", "y", "x", "power_param { shift: 1 }")
+            + _layer("z", "Sigmoid", "x"))
+    prototxt, caffemodel, net = build_net(tmp_path, "cross", text)
+    data = np.random.default_rng(2).normal(size=(1, 2, 3, 3)).astype(np.float32)
+    ours = run_onnx(to_onnx(net, extra_outputs=["x", "y"]), {"data": data})
+    np.testing.assert_allclose(ours["x"], 2 * data, rtol=1e-6)
+    np.testing.assert_allclose(ours["y"], 2 * data + 1, rtol=1e-6)
+    theirs = opencv_forward(prototxt, caffemodel, {"data": data}, ["x", "y"])
+    for name in ("x", "y"):
+        assert_close(ours[name], theirs[name], name)

@@ -81,7 +81,8 @@ def to_onnx(net: Net, *, raw: bool = False, opset: int = 17, input_shapes: Input
     else:
         outputs = {blob: blob for blob in _output_blobs(layers)}
     writers = _last_writers(layers)
-    ctx = ConversionContext(opset, reserved=outputs.keys(),
+    # Extra output names are reserved too: a layer and a blob may share a name.
+    ctx = ConversionContext(opset, reserved=set(outputs) | set(extra_outputs or []),
                             final_writers={name: writers[blob] for name, blob in outputs.items()
                                            if name == blob and blob in writers})
 
