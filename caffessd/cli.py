@@ -19,6 +19,7 @@ COMMANDS = [
     ("detect", "caffessd.commands.detect_cmd"),
     ("inspect", "caffessd.commands.inspect_cmd"),
     ("merge-bn", "caffessd.commands.merge_bn_cmd"),
+    ("export-onnx", "caffessd.commands.export_onnx_cmd"),
 ]
 
 
