@@ -20,6 +20,7 @@ COMMANDS = [
     ("inspect", "caffessd.commands.inspect_cmd"),
     ("merge-bn", "caffessd.commands.merge_bn_cmd"),
     ("gen-model", "caffessd.commands.gen_model_cmd"),
+    ("export-onnx", "caffessd.commands.export_onnx_cmd"),
 ]
 
 

@@ -20,7 +20,7 @@ def annotate(image_bgr: np.ndarray, detections: Sequence, path) -> Path:
 
     image = Image.fromarray(np.ascontiguousarray(image_bgr[:, :, ::-1]))
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=max(12, min(image.size) // 30))
     thickness = max(2, round(min(image.size) / 200))
     for det in detections:
         color = PALETTE[det.label % len(PALETTE)]

@@ -6,8 +6,7 @@ input size (Caffe's WARP resize).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Tuple
 
@@ -29,14 +28,18 @@ class Preprocessing:
     scale: float = 1.0
     rgb: bool = False
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+    def to_metadata(self) -> dict:
+        """The keys caffessd.onnxconv stores in an exported model's metadata."""
+        return {"mean": list(self.mean), "scale": self.scale, "input_size": [self.width, self.height],
+                "channel_order": "RGB" if self.rgb else "BGR"}
 
     @classmethod
-    def from_json(cls, text: str) -> "Preprocessing":
-        data = json.loads(text)
-        data["mean"] = tuple(data.get("mean", (0.0, 0.0, 0.0)))
-        return cls(**data)
+    def from_metadata(cls, values: dict) -> "Preprocessing":
+        width, height = values["input_size"]
+        mean = values.get("mean", [0.0])
+        mean = tuple(float(v) for v in (mean * 3 if len(mean) == 1 else mean))
+        return cls(width=int(width), height=int(height), mean=mean, scale=float(values.get("scale", 1.0)),
+                   rgb=values.get("channel_order", "BGR") == "RGB")
 
 
 def parse_mean(text: str) -> Tuple[float, float, float]:

@@ -25,9 +25,6 @@ from caffessd.errors import CaffessdError, FormatError
 from caffessd.preprocess import Preprocessing, load_image, make_blob
 from caffessd.protoio import atomic_write
 
-META_PREPROCESSING = "caffessd.preprocessing"
-META_LABELS = "caffessd.labels"
-
 
 @dataclass
 class Detection:
@@ -101,7 +98,9 @@ def convert_cached(spec: ModelSpec, directory: Optional[Path] = None) -> Tuple[P
     Returns (path, converted_now)."""
     from caffessd.net import Net
 
-    metadata = _metadata(spec.preprocessing, spec.labels)
+    metadata = spec.preprocessing.to_metadata() if spec.preprocessing else {}
+    if spec.labels:
+        metadata["labels"] = {str(k): v for k, v in sorted(spec.labels.items())}
     key = model_key(spec.prototxt, spec.caffemodel, json.dumps(metadata, sort_keys=True))
     directory = Path(directory) if directory else cache_dir()
     target = directory / f"{Path(spec.prototxt).stem}-{key}.onnx"
@@ -113,15 +112,6 @@ def convert_cached(spec: ModelSpec, directory: Optional[Path] = None) -> Tuple[P
     model = to_onnx(net, metadata=metadata)
     atomic_write(target, model.SerializeToString())
     return target, True
-
-
-def _metadata(prep: Optional[Preprocessing], labels: Optional[Dict[int, str]]) -> Dict[str, str]:
-    metadata = {}
-    if prep is not None:
-        metadata[META_PREPROCESSING] = prep.to_json()
-    if labels:
-        metadata[META_LABELS] = json.dumps({str(k): v for k, v in sorted(labels.items())})
-    return metadata
 
 
 class Detector:
@@ -141,10 +131,15 @@ class Detector:
             spec = self._spec(prototxt, weights, labels, preprocessing)
             onnx_path, self.converted = convert_cached(spec, cache)
         self.onnx_path = Path(onnx_path)
-        self.session = _session(self.onnx_path, threads)
-        metadata = self.session.get_modelmeta().custom_metadata_map
+        from caffessd.onnxconv import onnx_session, read_metadata
+
+        metadata = read_metadata(self.onnx_path)
+        try:
+            self.session = onnx_session(self.onnx_path, threads)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise FormatError(self.onnx_path, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         self.preprocessing = preprocessing or self._stored_preprocessing(metadata)
-        self.labels = labels or {int(k): v for k, v in json.loads(metadata.get(META_LABELS, "{}")).items()}
+        self.labels = labels or {int(k): v for k, v in metadata.get("labels", {}).items()}
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
@@ -164,9 +159,9 @@ class Detector:
             spec.labels = labels
         return spec
 
-    def _stored_preprocessing(self, metadata: Dict[str, str]) -> Preprocessing:
-        if META_PREPROCESSING in metadata:
-            return Preprocessing.from_json(metadata[META_PREPROCESSING])
+    def _stored_preprocessing(self, metadata: dict) -> Preprocessing:
+        if "input_size" in metadata:
+            return Preprocessing.from_metadata(metadata)
         shape = self.session.get_inputs()[0].shape
         if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
             raise FormatError(self.onnx_path, "input size unknown: no caffessd metadata and no fixed input shape")
@@ -201,17 +196,3 @@ def _preprocessing_from_net(prototxt) -> Preprocessing:
     if not shapes or len(shapes[0]) != 4:
         raise FormatError(prototxt, "cannot tell the input size: no 4-d input shape")
     return Preprocessing(width=int(shapes[0][3]), height=int(shapes[0][2]))
-
-
-def _session(path: Path, threads: Optional[int]):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise FormatError(path, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
