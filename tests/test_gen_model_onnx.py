@@ -13,19 +13,16 @@ Left out: SSDLite heads on maps one pixel high or wide. OpenCV 4.14 computes a
 3x3 depthwise convolution wrongly on such maps (checked against numpy; errors
 of the order of the values, sometimes uninitialised memory), while the ONNX
 path agrees with numpy there.
-
-Runs once the Caffe-to-ONNX converter (caffessd.onnxconv) is on the branch.
 """
 import cv2
 import numpy as np
 import pytest
 
 from caffessd.generators import SSDConfig, build_net, init_weights, plan_net
+from caffessd import onnxconv
 from caffessd.net import Net
 from caffessd.protoio import write_caffemodel, write_prototxt
 from test_gen_model_grid import grid, label
-
-onnxconv = pytest.importorskip("caffessd.onnxconv", reason="the Caffe-to-ONNX converter is not on this branch yet")
 
 TOL = 1e-4
 
