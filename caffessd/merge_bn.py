@@ -203,7 +203,9 @@ def _why_not_foldable(i: int, layers, graph: _Graph, weights, in_shapes) -> Opti
         if any(dim != 1 for axis, dim in enumerate(full) if axis != 1):
             return "its scale varies along axes other than the channel axis (scale_param axis/num_axes)"
 
-    writer = graph.writers[i][0]
+    writer, bottom, reader, reason = _through_spatial_slices(i, graph.writers[i][0], bottom, layers, graph, in_shapes)
+    if reason:
+        return reason
     if writer == NET_INPUT:
         return f"it reads the net input '{bottom}' directly; there is no layer to fold into"
     producer = layers[writer]
@@ -220,19 +222,47 @@ def _why_not_foldable(i: int, layers, graph: _Graph, weights, in_shapes) -> Opti
         axis = producer.inner_product_param.axis
         if (axis + len(in_shapes[writer][0]) if axis < 0 else axis) != 1:
             return f"its producer {_describe(producer)} has axis != 1, so its outputs are not on the channel axis"
-    others = [layers[j].name for j in graph.readers[(writer, bottom)] if j != i]
+    others = [layers[j].name for j in graph.readers[(writer, bottom)] if j != reader]
     if others:
         return f"the output '{bottom}' of {_describe(producer)} also feeds " + \
                ", ".join(f"'{name}'" for name in others) + "; folding would change what they read"
     shared = _shared_param_owner(producer, layers)
     if shared:
         return f"its producer {_describe(producer)} shares weights with '{shared}'"
-    top = layer.top[0]
-    if top != bottom:
-        for j in range(writer + 1, i):
+    top, read = layer.top[0], layer.bottom[0]
+    if top != read:
+        for j in range(graph.writers[i][0] + 1, i):
             if top in layers[j].bottom or top in layers[j].top:
                 return f"moving blob '{top}' up to {_describe(producer)} would clash with layer '{layers[j].name}'"
     return None
+
+
+def _through_spatial_slices(i, writer, blob, layers, graph: _Graph, in_shapes):
+    """Walk up from layers[i] through Slice layers that cut spatial axes only.
+
+    TensorFlow-style padding (gen-model --tf-pad) puts Slices between a
+    convolution and its BatchNorm; a per-channel affine map commutes with
+    spatial cropping, so the BatchNorm can still fold into the convolution,
+    provided the cut-off margins are only discarded (read by Silence or by
+    nobody). Returns (writer index, blob it wrote, the layer reading that blob
+    on the way to layers[i], reason it cannot pass or None).
+    """
+    reader = i
+    while writer != NET_INPUT and layers[writer].type == "Slice":
+        cut = layers[writer]
+        others = [j for j in graph.readers[(writer, blob)] if j != reader]
+        if others:
+            return writer, blob, reader, f"the output '{blob}' of {_describe(cut)} also feeds '{layers[others[0]].name}'"
+        ndim = len(in_shapes[writer][0])
+        param = cut.slice_param
+        axis = param.axis if param.HasField("axis") or not param.HasField("slice_dim") else param.slice_dim
+        if (axis + ndim if axis < 0 else axis) < 2:
+            return writer, blob, reader, f"it follows {_describe(cut)}, which slices channels, not space"
+        for top in cut.top:
+            if top != blob and any(layers[j].type != "Silence" for j in graph.readers.get((writer, top), [])):
+                return writer, blob, reader, f"it follows {_describe(cut)}, whose other output '{top}' is used"
+        reader, blob, writer = writer, cut.bottom[0], graph.writers[writer][0]
+    return writer, blob, reader, None
 
 
 def _shared_param_owner(producer, layers) -> Optional[str]:
@@ -278,7 +308,7 @@ def fold_batchnorm(net: Net) -> FoldResult:
             if reason is not None:
                 skipped[layer.name] = SkippedFold(layer.name, layer.type, reason)
                 continue
-            folded.append(Fold(layer.name, layer.type, layers[graph.writers[i][0]].name))
+            folded.append(Fold(layer.name, layer.type, layers[_fold_target(i, layers, graph)].name))
             del layers[i]
             break  # indices shifted: rebuild the graph
         else:
@@ -291,16 +321,26 @@ def fold_batchnorm(net: Net) -> FoldResult:
 def _fold(i: int, layers, graph: _Graph, weights, bottom_shape) -> Optional[str]:
     """Fold layers[i] into its producer in place (the caller deletes layers[i])."""
     layer = layers[i]
-    producer = layers[graph.writers[i][0]]
+    source = layers[graph.writers[i][0]]  # the producer itself, or the last Slice on the way
+    producer = layers[_fold_target(i, layers, graph)]
     try:
         a, c = _affine(layer, weights[layer.name], bottom_shape[1], len(bottom_shape))
     except ValueError as exc:
         return str(exc)
     weights[producer.name] = fold_into_weights(producer, weights[producer.name], a, c)
     _set_bias_term(producer)
-    producer.top[0] = layer.top[0]
+    # The blob the folded layer read now carries its result under its top's name.
+    source.top[list(source.top).index(layer.bottom[0])] = layer.top[0]
     del weights[layer.name]
     return None
+
+
+def _fold_target(i: int, layers, graph: _Graph) -> int:
+    """Index of the layer whose weights absorb layers[i] (past any spatial Slices)."""
+    writer = graph.writers[i][0]
+    while layers[writer].type == "Slice":
+        writer = graph.writers[writer][0]
+    return writer
 
 
 def _with_layers(base: caffe_pb2.NetParameter, layers) -> caffe_pb2.NetParameter:

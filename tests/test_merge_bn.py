@@ -298,3 +298,45 @@ def test_non_positive_variance_is_reported_not_folded():
     assert [s.layer for s in result.skipped] == ["bn"]
     assert "variance + eps is not positive" in result.skipped[0].reason
     assert "bn" in result.weights and not result.folded
+
+
+# ---------------------------------------------------------------- TensorFlow-style padding
+
+def tf_pad_block(margin_reader: str = "") -> str:
+    """conv (pad 2, stride 2) -> Slice rows -> Slice columns -> BN -> Scale, the
+    gen-model --tf-pad pattern; the cut-off margins go to a Silence layer."""
+    return (header((1, 3, 13, 12)) + conv("c1", "data", "c1/pad", pad=2, stride=2, bias=False)
+            + layer("slice", "Slice", ["c1/pad"], ["c1/margin1", "c1/tmp"], "slice_param { axis: 2 slice_point: 1 }")
+            + layer("slice", "Slice", ["c1/tmp"], ["c1/margin2", "c1"], "slice_param { axis: 3 slice_point: 1 }")
+            + batchnorm("c1/bn", "c1", "c1") + scale("c1/scale", "c1", "c1") + relu("c1/relu", "c1", "c1")
+            + layer("silence", "Silence", ["c1/margin1", "c1/margin2"], [])
+            + margin_reader)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_batchnorm_folds_through_tf_padding_slices(runner):
+    net = net_with_random_weights(tf_pad_block(), seed=11)
+    result = fold_batchnorm(net)
+    assert types(result) == ["Convolution", "Slice", "Slice", "ReLU", "Silence"]
+    assert not result.skipped and {f.into for f in result.folded} == {"c1"}
+    assert layer_named(result, "c1").convolution_param.bias_term
+    assert_equivalent(net, result, runner)
+
+
+def test_batchnorm_after_a_used_margin_stays():
+    net = net_with_random_weights(tf_pad_block(conv("c2", "c1/margin2", "c2", num_output=4)), seed=12)
+    result = fold_batchnorm(net)
+    assert "BatchNorm" in types(result)
+    assert "whose other output 'c1/margin2' is used" in result.skipped[0].reason
+    assert_equivalent(net, result)
+
+
+def test_batchnorm_after_a_channel_slice_stays():
+    text = (header() + conv("c1", "data", "c1", bias=False)
+            + layer("cut", "Slice", ["c1"], ["a", "b"], "slice_param { axis: 1 slice_point: 4 }")
+            + batchnorm("a/bn", "a", "a") + layer("silence", "Silence", ["b"], []))
+    net = net_with_random_weights(text, seed=13)
+    result = fold_batchnorm(net)
+    assert types(result) == ["Convolution", "Slice", "BatchNorm", "Silence"]
+    assert "slices channels" in result.skipped[0].reason
+    assert_equivalent(net, result)
