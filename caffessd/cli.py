@@ -17,6 +17,7 @@ from caffessd.errors import CaffessdError
 # (command name, module) pairs; a module exposes `command`, a click.Command.
 COMMANDS = [
     ("inspect", "caffessd.commands.inspect_cmd"),
+    ("gen-model", "caffessd.commands.gen_model_cmd"),
 ]
 
 

@@ -95,16 +95,21 @@ def write_prototxt(message, path: PathLike) -> Path:
 def read_caffemodel(path: PathLike) -> caffe_pb2.NetParameter:
     """Read a binary caffemodel as it is (no upgrade; bytes round-trip unchanged)."""
     raw = _read_bytes(path)
+    if _looks_like_text_net(raw):
+        raise FormatError(path, "looks like a text prototxt, expected a binary caffemodel")
     net = caffe_pb2.NetParameter()
     try:
         net.ParseFromString(raw)
     except (_pb_message.DecodeError, RuntimeError, ValueError) as exc:
         raise FormatError(path, f"is not a binary caffemodel (protobuf decode failed: {exc})") from None
     if not net.layer and not net.layers:
-        if raw[:200].lstrip().startswith((b"name", b"layer", b"input", b"#")):
-            raise FormatError(path, "looks like a text prototxt, expected a binary caffemodel")
         raise FormatError(path, "is not a caffemodel: it holds no layers")
     return net
+
+
+def _looks_like_text_net(raw: bytes) -> bool:
+    head = raw[:256].lstrip()
+    return head.startswith((b"name", b"layer", b"input", b"#", b"force_backward"))
 
 
 def write_caffemodel(net: caffe_pb2.NetParameter, path: PathLike) -> Path:
@@ -275,7 +280,7 @@ def upgrade_v1_layer(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParamete
     new = caffe_pb2.LayerParameter()
     for field in _V1_SHARED_FIELDS:
         descriptor = old.DESCRIPTOR.fields_by_name[field]
-        if descriptor.label == descriptor.LABEL_REPEATED:
+        if descriptor.is_repeated:
             getattr(new, field).extend(getattr(old, field))
         elif old.HasField(field):
             value = getattr(old, field)

@@ -38,3 +38,15 @@ def face_caffemodel():
 @pytest.fixture(scope="session")
 def face_photos():
     return [_require(p) for p in FACE_PHOTOS]
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """Run `python -m caffessd ARGS...` in a subprocess (real exit codes and stderr)."""
+    import subprocess
+    import sys
+
+    def run(*args, cwd=None, env=None):
+        return subprocess.run([sys.executable, "-m", "caffessd", *map(str, args)],
+                              capture_output=True, text=True, cwd=cwd or ROOT, env=env)
+    return run

@@ -1,0 +1,26 @@
+import json
+
+import click
+
+from caffessd.summary import format_table, summarize
+
+
+@click.command("inspect")
+@click.argument("prototxt", type=click.Path(dir_okay=False))
+@click.option("--weights", "-w", type=click.Path(dir_okay=False), help="caffemodel whose blobs are counted")
+@click.option("--phase", type=click.Choice(["TEST", "TRAIN"], case_sensitive=False), default="TEST", show_default=True)
+@click.option("--input-shape", help="override the first input's shape, e.g. 1,3,300,300")
+@click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON instead of a table")
+def command(prototxt, weights, phase, input_shape, as_json):
+    """Per-layer table of PROTOTXT: type, output shape, parameters, multiply-adds."""
+    shape = None
+    if input_shape:
+        try:
+            shape = [int(v) for v in input_shape.replace("x", ",").split(",")]
+        except ValueError:
+            raise click.BadParameter(f"'{input_shape}' is not a list of integers", param_hint="--input-shape")
+    summary = summarize(prototxt, weights, phase=phase, input_shape=shape)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        click.echo(format_table(summary))

@@ -1,0 +1,95 @@
+"""Default-box (prior) specifications for each head.
+
+Sizes follow the TF Object Detection API's SSD anchor generator: with n heads,
+scale_i = min_scale + (max_scale - min_scale) * i / (n - 1), and 1.0 after the
+last. Head i gets min size scale_i and max size scale_{i+1} (Caffe's extra
+square of side sqrt(min*max) is TF's interpolated scale), in pixels of the
+shorter input side so boxes stay square in pixels as TF makes them. The first
+head has no max size (3 boxes per cell, as in the published nets), or with
+`tf_lowest_layer_anchors` TF's exact lowest-layer boxes.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+from caffessd.errors import CaffessdError
+from caffessd.generators.config import TF_LOWEST_LAYER_SMALL_SCALE, PriorSpec, SSDConfig
+
+DEFAULT_FIRST_ASPECT_RATIOS = [2.0]
+DEFAULT_ASPECT_RATIOS = [2.0, 3.0]
+
+
+def tf_scales(min_scale: float, max_scale: float, count: int) -> List[float]:
+    """The `count` layer scales of TF's SSD anchor generator, plus 1.0 after them."""
+    if count == 1:
+        return [min_scale, 1.0]
+    return [min_scale + (max_scale - min_scale) * i / (count - 1) for i in range(count)] + [1.0]
+
+
+def clean(value: float) -> float:
+    """Drop float noise (0.35 * 300 = 105.00000000000001) so the text reads naturally."""
+    return round(value, 6)
+
+
+def prior_specs(config: SSDConfig, feature_sizes: Sequence[Tuple[int, int]]) -> List[PriorSpec]:
+    """One PriorSpec per head (`feature_sizes`: the (height, width) of each head's map)."""
+    count = len(feature_sizes)
+    if config.prior_specs is not None:
+        if len(config.prior_specs) != count:
+            raise CaffessdError(f"{len(config.prior_specs)} prior specs for {count} feature layers")
+        specs = [_copy(spec) for spec in config.prior_specs]
+    else:
+        min_sizes, max_sizes = _sizes(config, count)
+        ratios = _aspect_ratios(config, count)
+        specs = [PriorSpec(min_sizes=[lo], max_sizes=[] if hi is None else [hi], aspect_ratios=ar,
+                           clip=config.clip)
+                 for lo, hi, ar in zip(min_sizes, max_sizes, ratios)]
+        if config.tf_lowest_layer_anchors:
+            first = specs[0]
+            first.max_sizes = []
+            first.small_square = clean(TF_LOWEST_LAYER_SMALL_SCALE * config.ref_size)
+    if config.explicit_steps:
+        for spec, (height, width) in zip(specs, feature_sizes):
+            spec.steps = (clean(config.input_height / height), clean(config.input_width / width))
+    for i, spec in enumerate(specs):
+        spec.validate(f"priors of feature layer {i + 1}")
+    return specs
+
+
+def prior_count(specs: Sequence[PriorSpec], feature_sizes: Sequence[Tuple[int, int]]) -> int:
+    """Total number of default boxes: sum over heads of cells x boxes per cell."""
+    return sum(h * w * spec.boxes_per_cell() for spec, (h, w) in zip(specs, feature_sizes))
+
+
+def _sizes(config: SSDConfig, count: int):
+    if config.min_sizes is not None:
+        if len(config.min_sizes) != count:
+            raise CaffessdError(f"--min-sizes has {len(config.min_sizes)} values for {count} feature layers")
+        max_sizes = list(config.max_sizes) if config.max_sizes is not None else [None] * count
+        if len(max_sizes) != count:
+            raise CaffessdError(f"--max-sizes has {len(max_sizes)} values for {count} feature layers")
+        return [clean(s) for s in config.min_sizes], [None if s is None else clean(s) for s in max_sizes]
+    scales = tf_scales(config.min_scale, config.max_scale, count)
+    ref = config.ref_size
+    min_sizes = [clean(s * ref) for s in scales[:count]]
+    # The first head has no max size; head i > 0 reaches up to the next scale.
+    max_sizes = [None] + [clean(scales[i + 1] * ref) for i in range(1, count)]
+    return min_sizes, max_sizes
+
+
+def _aspect_ratios(config: SSDConfig, count: int) -> List[List[float]]:
+    given = config.aspect_ratios
+    if given is None:
+        return [list(DEFAULT_FIRST_ASPECT_RATIOS)] + [list(DEFAULT_ASPECT_RATIOS) for _ in range(count - 1)]
+    if len(given) == 1:
+        return [list(given[0]) for _ in range(count)]
+    if len(given) != count:
+        raise CaffessdError(f"--aspect-ratios has {len(given)} per-layer lists for {count} feature layers")
+    return [list(ar) for ar in given]
+
+
+def _copy(spec: PriorSpec) -> PriorSpec:
+    from dataclasses import replace
+
+    return replace(spec, min_sizes=list(spec.min_sizes), max_sizes=list(spec.max_sizes),
+                   aspect_ratios=list(spec.aspect_ratios))
