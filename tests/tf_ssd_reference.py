@@ -65,7 +65,7 @@ class _Builder:
                                           is_training=False)
         return y
 
-    def conv(self, x, scope, depth, kernel=1, stride=1, bn=True, relu6=True, gain=1.6):
+    def conv(self, x, scope, depth, kernel=1, stride=1, bn=True, relu6=True, gain=1.0):
         cin = int(x.shape[-1])
         with tf1.variable_scope(scope):
             w = self._weights("weights", (kernel, kernel, cin, depth), kernel * kernel * cin, gain)
@@ -79,7 +79,7 @@ class _Builder:
     def depthwise(self, x, scope, stride=1, kernel=3):
         cin = int(x.shape[-1])
         with tf1.variable_scope(scope):
-            w = self._weights("depthwise_weights", (kernel, kernel, cin, 1), kernel * kernel, 1.6)
+            w = self._weights("depthwise_weights", (kernel, kernel, cin, 1), kernel * kernel, 1.0)
             y = tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "SAME")
             y = self._batch_norm(y, cin)
         return tf.nn.relu6(y)
