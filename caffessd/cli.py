@@ -18,6 +18,7 @@ from caffessd.errors import CaffessdError
 COMMANDS = [
     ("inspect", "caffessd.commands.inspect_cmd"),
     ("gen-model", "caffessd.commands.gen_model_cmd"),
+    ("convert-tf", "caffessd.commands.convert_tf_cmd"),
 ]
 
 

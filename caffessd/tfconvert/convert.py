@@ -59,7 +59,7 @@ def _check_anchor_counts(spec: ModelSpec, plans) -> None:
 
 def build_weights(store, spec: ModelSpec, cfg: PipelineConfig, height: int, width: int,
                   slots: List[int], exact: bool, merge_bn: bool, bgr: bool,
-                  progress: Optional[Callable[[int], None]] = None):
+                  progress: Optional[Callable[[int, int], None]] = None):
     """(filled deploy NetParameter, WeightFiller, anchor orders)."""
     plans = anchor_plans.plan_priors(cfg.anchors, height, width)
     if len(plans) != len(spec.heads):
@@ -81,7 +81,7 @@ def build_weights(store, spec: ModelSpec, cfg: PipelineConfig, height: int, widt
 def convert_tf(ckpt, out_dir, pipeline=None, input_size: Optional[Tuple[int, int]] = None,
                merge_bn: bool = False, plain_caffe: bool = False, use_ema: bool = False,
                classes: Optional[str] = None, class_map=None, bgr: bool = True,
-               progress: Optional[Callable[[int], None]] = None) -> ConversionResult:
+               progress: Optional[Callable[[int, int], None]] = None) -> ConversionResult:
     """Convert `ckpt` (prefix, folder or frozen .pb) into `out_dir`.
 
     Exact mode (default) emits ReLU6 and TF SAME padding so outputs match TF;

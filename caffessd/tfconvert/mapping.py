@@ -157,8 +157,9 @@ class WeightFiller:
         return None
 
     def fill_model(self, spec: ModelSpec, orders: Sequence[HeadOrder], progress=None) -> None:
-        """Fill every conv of `spec`; `progress(n)` is told of each finished conv."""
-        tick = progress or (lambda n: None)
+        """Fill every conv of `spec`; `progress(1, total)` is called per finished conv."""
+        total = len(spec.convs())
+        tick = (lambda n: progress(n, total)) if progress else (lambda n: None)
         for conv in list(spec.backbone) + list(spec.extras):
             self.fill_conv(conv)
             tick(1)
