@@ -157,7 +157,8 @@ def _predictors(b, maps, anchors, classes, lite, kernel):
                     y = b.conv(x, key, count * per, 1, bn=False, relu6=False, gain=1.0)
                 else:
                     y = b.conv(x, key, count * per, kernel, bn=False, relu6=False, gain=1.0)
-                (boxes if per == 4 else logits).append(tf.reshape(y, [1, -1, per]))
+                target = boxes if key == "BoxEncodingPredictor" else logits
+                target.append(tf.reshape(y, [1, -1, per]))
     return tf.concat(boxes, 1), tf.concat(logits, 1)
 
 
