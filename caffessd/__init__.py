@@ -16,6 +16,14 @@ _EXPORTS = {
     "read_labelmap": "caffessd.protoio",
     "Net": "caffessd.net",
     "summarize": "caffessd.summary",
+    "Detector": "caffessd.runtime",
+    "Detection": "caffessd.runtime",
+    "Preprocessing": "caffessd.preprocess",
+    "to_onnx": "caffessd.onnxconv",
+    "convert": "caffessd.onnxconv",
+    "run_onnx": "caffessd.onnxconv",
+    "fold_batchnorm": "caffessd.merge_bn",
+    "merge_bn": "caffessd.merge_bn",
 }
 
 

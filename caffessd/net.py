@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from caffessd import caffe_pb2, protoio
-from caffessd.errors import CaffessdError, FormatError
+from caffessd.errors import FormatError
 from caffessd.layers import (
     DATA_LAYER_TYPES, LOSS_LAYER_TYPES, Shape, multiply_adds, output_shapes, param_shapes,
 )

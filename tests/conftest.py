@@ -47,6 +47,9 @@ def run_cli():
     import sys
 
     def run(*args, cwd=None, env=None):
+        # The checkout under test comes first on the path, installed or not.
+        env = dict(env if env is not None else os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         return subprocess.run([sys.executable, "-m", "caffessd", *map(str, args)],
                               capture_output=True, text=True, cwd=cwd or ROOT, env=env)
     return run

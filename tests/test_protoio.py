@@ -142,3 +142,14 @@ def test_missing_file():
 def test_caffemodel_given_as_prototxt():
     with pytest.raises(FormatError, match="not UTF-8 text"):
         protoio.read_prototxt(FACE_CAFFEMODEL)
+
+
+@pytest.mark.parametrize("array", [np.arange(24, dtype=np.float32).reshape(2, 3, 4).transpose(2, 0, 1),
+                                   np.array(1.5, np.float32), np.zeros(0, np.float32)],
+                         ids=["non-contiguous", "0-d", "empty"])
+def test_packed_blob_encoding_equals_field_by_field(array):
+    slow = caffe_pb2.BlobProto()
+    slow.shape.SetInParent()
+    slow.shape.dim.extend(array.shape)
+    slow.data.extend(np.ascontiguousarray(array).ravel().tolist())
+    assert protoio.array_to_blob(array).SerializeToString() == slow.SerializeToString()

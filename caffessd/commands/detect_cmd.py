@@ -1,0 +1,102 @@
+import json
+from pathlib import Path
+
+import click
+
+from caffessd.errors import CaffessdError, FormatError
+
+
+@click.command("detect")
+@click.argument("images", nargs=-1)
+@click.option("--model", "prototxt", type=click.Path(dir_okay=False), help="deploy prototxt (with --weights)")
+@click.option("--weights", type=click.Path(dir_okay=False), help="caffemodel (with --model)")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="ONNX model from `caffessd export-onnx`")
+@click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt naming the classes")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="minimum score to report")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="detections", show_default=True,
+              help="folder for the annotated images")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="JSON file (default OUT/detections.json)")
+@click.option("--mean", help="per-channel mean, '127.5' or '104,117,123' (Caffe models)")
+@click.option("--scale", type=float, help="multiplier after mean subtraction, e.g. 0.007843")
+@click.option("--rgb", is_flag=True, default=False, help="the net takes RGB (default BGR, as Caffe)")
+@click.option("--threads", type=int, help="onnxruntime intra-op threads")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="where converted models are kept")
+def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, json_path, mean, scale, rgb,
+            threads, cache_dir):
+    """Detect objects in IMAGES (files, folders, globs); with no model, find faces
+    with the embedded YuFaceDetectNet. With no image, run on the bundled sample photo.
+
+    Writes an annotated copy of each image to OUT and all detections to JSON."""
+    from caffessd.preprocess import expand_image_args, load_image
+    from caffessd.runtime import Detector, labels_from_labelmap, sample_image
+
+    paths = expand_image_args(images) if images else [sample_image()]
+    if not paths:
+        raise CaffessdError("no images found in " + ", ".join(images))
+    if onnx_path and (prototxt or weights):
+        raise click.UsageError("give either --onnx or --model/--weights, not both")
+    detector = Detector(prototxt, weights, onnx_path=onnx_path,
+                        labels=labels_from_labelmap(labels) if labels else None,
+                        preprocessing=_preprocessing(prototxt, mean, scale, rgb),
+                        threshold=threshold, cache=Path(cache_dir) if cache_dir else None, threads=threads)
+    if detector.converted:
+        click.echo(f"converted the Caffe model to {detector.onnx_path} (cached for later runs)", err=True)
+    results, failures = [], []
+    out_dir = Path(out_dir)
+    with click.progressbar(paths, label="detecting", file=click.get_text_stream("stderr"),
+                           hidden=len(paths) < 2) as bar:
+        for index, path in enumerate(bar):
+            try:
+                results.append(_detect_one(detector, load_image, Path(path), out_dir, index, len(paths)))
+            except FormatError as exc:
+                failures.append(str(exc))
+    for result in results:
+        _print_result(result)
+    json_target = Path(json_path) if json_path else out_dir / "detections.json"
+    if results:
+        from caffessd.protoio import atomic_write
+
+        atomic_write(json_target, json.dumps(results, indent=2) + "\n")
+        click.echo(f"wrote {len(results)} annotated image(s) to {out_dir}/ and {json_target}", err=True)
+    for failure in failures:
+        click.echo(f"caffessd: error: {failure}", err=True)
+    if failures:
+        raise SystemExit(1)
+
+
+def _preprocessing(prototxt, mean, scale, rgb):
+    """Preprocessing from the options, for a Caffe model; None keeps the model's own."""
+    if not prototxt or (mean is None and scale is None and not rgb):
+        return None
+    from caffessd.preprocess import parse_mean
+    from caffessd.runtime import _preprocessing_from_net
+
+    prep = _preprocessing_from_net(prototxt)
+    if mean is not None:
+        try:
+            prep.mean = parse_mean(mean)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--mean")
+    if scale is not None:
+        prep.scale = scale
+    prep.rgb = rgb
+    return prep
+
+
+def _detect_one(detector, load_image, path, out_dir, index, total):
+    from caffessd.draw import annotate
+
+    image = load_image(path)
+    detections = detector(image)
+    name = f"{path.stem}.jpg" if total == 1 else f"{index:04d}_{path.stem}.jpg"
+    annotated = annotate(image, detections, out_dir / name)
+    return {"file": str(path), "annotated": str(annotated), "width": image.shape[1], "height": image.shape[0],
+            "detections": [d.to_dict() for d in detections]}
+
+
+def _print_result(result):
+    found = result["detections"]
+    click.echo(f"{result['file']}: {len(found)} detection(s)")
+    for det in found:
+        x0, y0, x1, y1 = det["box"]
+        click.echo(f"  {det['name']:<12} {det['score']:.3f}  box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]")

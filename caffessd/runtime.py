@@ -1,0 +1,198 @@
+"""Inference with onnxruntime: `Detector(...)(image) -> [Detection, ...]`.
+
+A Caffe model (deploy prototxt + caffemodel) is converted to ONNX once and
+cached by content hash, so later runs load the ONNX file directly. An ONNX
+file exported by caffessd carries its preprocessing and labels as metadata.
+
+    from caffessd import Detector
+    detector = Detector()                           # embedded face detector
+    for det in detector("photo.jpg"):
+        print(det.name, det.score, det.box)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from caffessd import __version__
+from caffessd.errors import CaffessdError, FormatError
+from caffessd.preprocess import Preprocessing, load_image, make_blob
+from caffessd.protoio import atomic_write
+
+
+@dataclass
+class Detection:
+    label: int
+    name: str
+    score: float
+    box: Tuple[float, float, float, float]          # xmin, ymin, xmax, ymax in pixels
+    box_normalized: Tuple[float, float, float, float]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["box"] = [round(v, 2) for v in self.box]
+        data["box_normalized"] = [round(v, 6) for v in self.box_normalized]
+        data["score"] = round(self.score, 6)
+        return data
+
+
+@dataclass
+class ModelSpec:
+    """A Caffe model plus what the deploy prototxt does not say."""
+
+    prototxt: Path
+    caffemodel: Path
+    preprocessing: Optional[Preprocessing] = None
+    labels: Optional[Dict[int, str]] = None
+
+
+def default_model() -> ModelSpec:
+    """The embedded YuFaceDetectNet (BSD-3-Clause, models/yufacedetectnet)."""
+    from caffessd.resources import bundled
+
+    return ModelSpec(
+        prototxt=bundled("yufacedetectnet", "yufacedetectnet-open-v2.prototxt"),
+        caffemodel=bundled("yufacedetectnet", "yufacedetectnet-open-v2.caffemodel"),
+        # Trained on raw BGR pixels: no mean, no scaling.
+        preprocessing=Preprocessing(width=320, height=240, mean=(0.0, 0.0, 0.0), scale=1.0),
+        labels={0: "background", 1: "face"},
+    )
+
+
+def sample_image() -> Path:
+    from caffessd.resources import bundled
+
+    return bundled("yufacedetectnet", "keliamoniz1.jpg")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("CAFFESSD_CACHE"):
+        return Path(os.environ["CAFFESSD_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "caffessd"
+
+
+def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
+    """Content hash of the model files and everything that shapes the conversion."""
+    digest = hashlib.sha256()
+    for part in (Path(prototxt).read_bytes(), Path(caffemodel).read_bytes(), __version__.encode(), extra.encode()):
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:20]
+
+
+def labels_from_labelmap(path) -> Dict[int, str]:
+    from caffessd.protoio import read_labelmap
+
+    return {item.label: (item.display_name or item.name) for item in read_labelmap(path).item}
+
+
+def convert_cached(spec: ModelSpec, directory: Optional[Path] = None) -> Tuple[Path, bool]:
+    """ONNX file for `spec`, converting only when no cached copy exists.
+
+    Returns (path, converted_now)."""
+    from caffessd.net import Net
+
+    metadata = spec.preprocessing.to_metadata() if spec.preprocessing else {}
+    if spec.labels:
+        metadata["labels"] = {str(k): v for k, v in sorted(spec.labels.items())}
+    key = model_key(spec.prototxt, spec.caffemodel, json.dumps(metadata, sort_keys=True))
+    directory = Path(directory) if directory else cache_dir()
+    target = directory / f"{Path(spec.prototxt).stem}-{key}.onnx"
+    if target.exists():
+        return target, False
+    from caffessd.onnxconv import to_onnx
+
+    net = Net.load(spec.prototxt, spec.caffemodel)
+    model = to_onnx(net, metadata=metadata)
+    atomic_write(target, model.SerializeToString())
+    return target, True
+
+
+class Detector:
+    """Runs an SSD detector through onnxruntime.
+
+    Give a Caffe model (`prototxt` + `weights`), an ONNX file (`onnx_path`), or
+    nothing for the embedded face detector. `threshold` drops detections with
+    a lower score.
+    """
+
+    def __init__(self, prototxt=None, weights=None, *, onnx_path=None, labels: Optional[Dict[int, str]] = None,
+                 preprocessing: Optional[Preprocessing] = None, threshold: float = 0.5,
+                 cache: Optional[Path] = None, threads: Optional[int] = None):
+        self.threshold = threshold
+        self.converted = False
+        if onnx_path is None:
+            spec = self._spec(prototxt, weights, labels, preprocessing)
+            onnx_path, self.converted = convert_cached(spec, cache)
+        self.onnx_path = Path(onnx_path)
+        from caffessd.onnxconv import onnx_session, read_metadata
+
+        metadata = read_metadata(self.onnx_path)
+        try:
+            self.session = onnx_session(self.onnx_path, threads)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise FormatError(self.onnx_path, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
+        self.preprocessing = preprocessing or self._stored_preprocessing(metadata)
+        self.labels = labels or {int(k): v for k, v in metadata.get("labels", {}).items()}
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    @staticmethod
+    def _spec(prototxt, weights, labels, preprocessing) -> ModelSpec:
+        if prototxt is None and weights is None:
+            spec = default_model()
+        elif prototxt is None or weights is None:
+            raise CaffessdError("a Caffe model needs both the deploy prototxt and the caffemodel")
+        else:
+            spec = ModelSpec(Path(prototxt), Path(weights))
+        if preprocessing is not None:
+            spec.preprocessing = preprocessing
+        if spec.preprocessing is None:
+            spec.preprocessing = _preprocessing_from_net(spec.prototxt)
+        if labels:
+            spec.labels = labels
+        return spec
+
+    def _stored_preprocessing(self, metadata: dict) -> Preprocessing:
+        if "input_size" in metadata:
+            return Preprocessing.from_metadata(metadata)
+        shape = self.session.get_inputs()[0].shape
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            raise FormatError(self.onnx_path, "input size unknown: no caffessd metadata and no fixed input shape")
+        return Preprocessing(width=shape[3], height=shape[2])
+
+    def run_blob(self, blob: np.ndarray) -> np.ndarray:
+        """The raw DetectionOutput rows (N x 7) for one preprocessed blob."""
+        out = self.session.run([self.output_name], {self.input_name: blob})[0]
+        return out.reshape(-1, 7)
+
+    def __call__(self, image: Union[str, os.PathLike, np.ndarray]) -> List[Detection]:
+        bgr = load_image(image) if not isinstance(image, np.ndarray) else image
+        rows = self.run_blob(make_blob(bgr, self.preprocessing))
+        return self.to_detections(rows, bgr.shape[1], bgr.shape[0])
+
+    def to_detections(self, rows: np.ndarray, width: int, height: int) -> List[Detection]:
+        detections = []
+        for _, label, score, *box in rows:
+            if label < 0 or score < self.threshold:
+                continue  # Caffe pads an empty result with a row of -1
+            norm = tuple(float(min(max(v, 0.0), 1.0)) for v in box)
+            pixels = (norm[0] * width, norm[1] * height, norm[2] * width, norm[3] * height)
+            label = int(label)
+            detections.append(Detection(label, self.labels.get(label, str(label)), float(score), pixels, norm))
+        return detections
+
+
+def _preprocessing_from_net(prototxt) -> Preprocessing:
+    from caffessd.net import Net
+
+    shapes = list(Net.load(prototxt).input_shapes().values())
+    if not shapes or len(shapes[0]) != 4:
+        raise FormatError(prototxt, "cannot tell the input size: no 4-d input shape")
+    return Preprocessing(width=int(shapes[0][3]), height=int(shapes[0][2]))
