@@ -249,17 +249,15 @@ def save_checkpoint(model: SSDGraph, prefix, ema_decoys=False, optimizer_slots=T
         extras = {}
         if optimizer_slots:
             for name in list(model.variables)[:4]:
-                extras[name + "/RMSProp"] = tf1.get_variable(
-                    name.replace("/", "_") + "_rms", initializer=tf.ones_like(model.values[name]))
+                extras[name + "/RMSProp"] = tf1.Variable(  # tf1.Variable: unique names per call
+                    np.ones_like(model.values[name]), name="rms_slot")
         var_list = {}
         decoys = {}
         for name, variable in model.variables.items():
             trainable = not name.endswith(("moving_mean", "moving_variance"))
             if ema_decoys and trainable:
                 var_list[name + "/ExponentialMovingAverage"] = variable
-                decoys[name] = tf1.get_variable(
-                    name.replace("/", "_") + "_decoy",
-                    initializer=tf.constant(model.values[name] * 0.5 + 0.1))
+                decoys[name] = tf1.Variable(model.values[name] * 0.5 + 0.1, name="decoy")
             else:
                 var_list[name] = variable
         var_list.update(decoys)

@@ -4,6 +4,7 @@ A thin shell over caffessd.tfconvert (which imports TensorFlow lazily).
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional, Tuple
 
 import click
@@ -26,7 +27,7 @@ def _input_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
 
 
 def _progress_bar(total: int, label: str):
-    return click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
+    return click.progressbar(length=total, label=label, file=sys.stderr)
 
 
 @click.command("convert-tf")
