@@ -18,8 +18,8 @@ from caffessd.errors import CaffessdError
 COMMANDS = [
     ("detect", "caffessd.commands.detect_cmd"),
     ("inspect", "caffessd.commands.inspect_cmd"),
-    ("gen-model", "caffessd.commands.gen_model_cmd"),
     ("merge-bn", "caffessd.commands.merge_bn_cmd"),
+    ("gen-model", "caffessd.commands.gen_model_cmd"),
     ("export-onnx", "caffessd.commands.export_onnx_cmd"),
     ("convert-tf", "caffessd.commands.convert_tf_cmd"),
 ]

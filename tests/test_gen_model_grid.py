@@ -3,7 +3,7 @@
 Grid: both backbones x both heads x inputs 300, 512, 640, 320x240 (16 nets),
 with classes (2, 91) and width (0.5, 1.0) assigned so that every pair of
 values of any two of the five options occurs at least once (a pairwise-
-covering subset, ~14 s on 2 cores; the full 64-net product takes four times
+covering subset, 5 to 15 s on 2 cores; the full 64-net product takes four times
 as long).
 Layer-style options vary along too (--tf-pad on 512 and 320x240, --relu6 on
 mnv2, --bn all/heads/none in turn). Plus the 640 net of the seeds with its five
