@@ -13,10 +13,28 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-import tensorflow as tf
+import importlib
 
-tf1 = tf.compat.v1
+import numpy as np
+
+
+class _Lazy:
+    """Imports TensorFlow on first use, not when pytest collects the tests: an
+    in-process TF breaks later in-process protoc runs (test_proto_sync)."""
+
+    def __init__(self, module, attr=None):
+        self._module, self._attr = module, attr
+
+    def __getattr__(self, name):
+        target = importlib.import_module(self._module)
+        if self._attr:
+            for part in self._attr.split("."):
+                target = getattr(target, part)
+        return getattr(target, name)
+
+
+tf = _Lazy("tensorflow")
+tf1 = _Lazy("tensorflow", "compat.v1")
 
 
 def round_channels(value, divisor=8, min_value=None):
@@ -27,11 +45,11 @@ def round_channels(value, divisor=8, min_value=None):
 
 @dataclass
 class SSDGraph:
-    graph: tf.Graph
-    image: tf.Tensor                 # [1, H, W, 3] preprocessed input
-    box_encodings: tf.Tensor         # [1, N, 4] (ty, tx, th, tw)
-    class_logits: tf.Tensor          # [1, N, classes + 1]
-    anchors: tf.Tensor               # [N, 4] (ymin, xmin, ymax, xmax)
+    graph: object                    # tf.Graph
+    image: object                    # [1, H, W, 3] preprocessed input
+    box_encodings: object            # [1, N, 4] (ty, tx, th, tw)
+    class_logits: object             # [1, N, classes + 1]
+    anchors: object                  # [N, 4] (ymin, xmin, ymax, xmax)
     features: dict                   # name -> feature-map tensor
     values: dict = field(default_factory=dict)       # variable name -> value
     variables: dict = field(default_factory=dict)    # variable name -> tf.Variable

@@ -9,13 +9,14 @@ nets' in-place ReLU6 layers (conv_13/expand/relu ...), i.e. after activation.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-pytest.importorskip("caffessd.onnxconv")
-
-import keras  # noqa: E402
+# TensorFlow is imported lazily (by the fixtures), never at collection time.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                reason="needs TensorFlow: pip install 'caffessd[tf]'")
 
 from caffessd.cli import main as cli_main  # noqa: E402
 
@@ -23,6 +24,8 @@ TOL = 1e-4
 
 
 def _randomise_batch_norms(model, rng):
+    import keras
+
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.get_weights()[0].shape[0]
@@ -32,9 +35,9 @@ def _randomise_batch_norms(model, rng):
 
 CASES = {
     # backbone: (constructor, input size, [(Keras layer, Caffe blob)])
-    "mnv2": (keras.applications.MobileNetV2, 300,
+    "mnv2": ("MobileNetV2", 300,
              [("block_13_expand_relu", "conv_13/expand/relu"), ("out_relu", "Conv_1/relu")]),
-    "mnv1": (keras.applications.MobileNet, 320,
+    "mnv1": ("MobileNet", 320,
              [("conv_pw_11_relu", "conv11/relu"), ("conv_pw_13_relu", "conv13/relu")]),
 }
 
@@ -43,7 +46,10 @@ CASES = {
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("backbone", sorted(CASES))
 def test_keras_backbone_feature_maps_match_keras(backbone, tmp_path, capsys):
-    build, size, pairs = CASES[backbone]
+    import keras
+
+    constructor, size, pairs = CASES[backbone]
+    build = getattr(keras.applications, constructor)
     rng = np.random.default_rng(7)
     model = build(weights=None, include_top=False, input_shape=(size, size, 3))
     _randomise_batch_norms(model, rng)

@@ -10,10 +10,14 @@ boxes (values are O(1)-O(10)); priors equal TF's anchors to 1e-6.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
+# TensorFlow is imported lazily (by the fixtures), never at collection time.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                reason="needs TensorFlow: pip install 'caffessd[tf]'")
 cv2 = pytest.importorskip("cv2")
 
 import tf_ssd_reference as R  # noqa: E402
@@ -77,7 +81,6 @@ def test_opencv_matches_tensorflow(case):
 
 
 def test_onnx_matches_tensorflow(case):
-    pytest.importorskip("caffessd.onnxconv")
     _assert_close(case.check(run_onnx))
 
 

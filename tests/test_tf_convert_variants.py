@@ -8,11 +8,14 @@ ONNX path. Tolerance 1e-4 absolute (TOL).
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-pytest.importorskip("caffessd.onnxconv")
+# TensorFlow is imported lazily (by the fixtures), never at collection time.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                reason="needs TensorFlow: pip install 'caffessd[tf]'")
 
 import tf_ssd_reference as R  # noqa: E402
 from tf_convert_checks import TOL, compare, run_onnx  # noqa: E402
