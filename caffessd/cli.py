@@ -21,6 +21,7 @@ COMMANDS = [
     ("merge-bn", "caffessd.commands.merge_bn_cmd"),
     ("gen-model", "caffessd.commands.gen_model_cmd"),
     ("export-onnx", "caffessd.commands.export_onnx_cmd"),
+    ("convert-tf", "caffessd.commands.convert_tf_cmd"),
 ]
 
 
