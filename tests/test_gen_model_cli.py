@@ -83,7 +83,9 @@ def _garbage_labelmap(tmp_path):
 
 BAD = [
     (["--width", "0"], "--width must be between 0.25 and 1.4, got 0"),
-    (["--input", "64"], "input 64x64 is too small for the feature layers asked for"),
+    (["--input", "0x300"], "--input must be N or WIDTHxHEIGHT with positive integers"),
+    (["--min-depth", "0"], "--min-depth must be an integer from 1 to 1024, got 0"),
+    (["--extra-layers", "wide"], "--extra-layers must be one of depthwise, plain, got 'wide'"),
     (["--input", "300x"], "--input must be N or WIDTHxHEIGHT"),
     (["--feature-layers", "conv11,conv99"], "feature layer 'conv99' does not exist in the mnv1 net"),
     (["--backbone", "mnv2", "--feature-layers", "conv11"], "feature layer 'conv11' does not exist in the mnv2 net"),

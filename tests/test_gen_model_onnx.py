@@ -41,7 +41,11 @@ def opencv_trusted(config, size):
 
 @pytest.mark.parametrize("options", grid(), ids=label)
 def test_onnx_path_matches_opencv(options, tmp_path):
-    config = SSDConfig(**options)
+    check_onnx_matches_opencv(SSDConfig(**options), tmp_path)
+
+
+def check_onnx_matches_opencv(config, tmp_path):
+    """Run `config`'s deploy net (random init weights) in OpenCV and the ONNX path; compare."""
     plan = plan_net(config)
     deploy = build_net(config, "deploy")
     write_prototxt(deploy, tmp_path / "deploy.prototxt")

@@ -53,6 +53,11 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--backbone", default="mnv1", show_default=True, metavar="mnv1|mnv2", help="MobileNet v1 or v2")
 @click.option("--head", default="ssd", show_default=True, metavar="ssd|ssdlite", help="plain or depthwise-separable heads")
 @click.option("--width", default=1.0, show_default=True, type=float, help="width multiplier, 0.25 to 1.4")
+@click.option("--min-depth", default=8, show_default=True, type=int,
+              help="fewest channels of a backbone conv after --width (TF's SSD configs: 16)")
+@click.option("--finegrain", is_flag=True, help="mnv2: Conv_1 keeps 1280 channels below width 1 (Keras MobileNetV2)")
+@click.option("--extra-layers", metavar="depthwise|plain",
+              help="extra layers: 1x1 + depthwise 3x3/2 + 1x1, or 1x1 + 3x3/2 [default: plain for mnv1 SSD, else depthwise]")
 @click.option("--input", "input_size", default="300", show_default=True, help="input size: N or WIDTHxHEIGHT")
 @click.option("--classes", type=int, help="number of classes, background included [default: 21, or from --labelmap]")
 @click.option("--labelmap", type=click.Path(dir_okay=False), help="labelmap.prototxt: sets --classes and the data layers' label_map_file")
@@ -86,7 +91,7 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--pretrained-lr-mult", type=float, help="train-net lr_mult of all but the class convs [default: 0.1 mnv1, 1 mnv2]")
 @click.option("--init-weights", type=click.Path(dir_okay=False), help="also write this caffemodel, filled from the layer fillers")
 @click.option("--seed", default=0, show_default=True, type=int, help="random seed of --init-weights")
-def command(out_dir, backbone, head, width, input_size, classes, labelmap, feature_layers, min_scale, max_scale,
+def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, input_size, classes, labelmap, feature_layers, min_scale, max_scale,
             min_sizes, max_sizes, aspect_ratios, tf_lowest_anchors, clip, explicit_steps, mean, scale, stage, lr,
             batch_size, iter_size, max_iter, snapshot, lmdb_train, lmdb_test, conf_loss, conf_threshold, relu6,
             tf_pad, bn, dw_engine, head_kernel, new_conf_layers, pretrained_lr_mult, init_weights, seed):
@@ -100,7 +105,8 @@ def command(out_dir, backbone, head, width, input_size, classes, labelmap, featu
     if stage != "all" and stage not in STAGES:
         raise CaffessdError(f"--stage must be one of {', '.join(STAGES)} or all, got '{stage}'")
     config = SSDConfig(
-        backbone=backbone, head=head, width=width, input_width=input_width, input_height=input_height,
+        backbone=backbone, head=head, width=width, min_depth=min_depth, finegrain=finegrain,
+        extra_layers=extra_layers, input_width=input_width, input_height=input_height,
         num_classes=num_classes, labelmap=labelmap,
         feature_layers=[f.strip() for f in feature_layers.split(",") if f.strip()] if feature_layers is not None else None,
         min_scale=min_scale, max_scale=max_scale,

@@ -23,6 +23,7 @@ HEADS = ("ssd", "ssdlite")
 STAGES = ("train", "test", "deploy")
 BN_MODES = ("all", "heads", "none")
 DW_ENGINES = ("default", "caffe")
+EXTRA_STYLES = ("depthwise", "plain")
 CONF_LOSSES = ("softmax", "logistic")
 WIDTH_RANGE = (0.25, 1.4)
 
@@ -100,6 +101,12 @@ class SSDConfig:
     backbone: str = "mnv1"
     head: str = "ssd"
     width: float = 1.0
+    # Smallest channel count of a backbone conv after the width multiplier
+    # (TF-slim's min_depth: 8 in the MobileNets, 16 in the TF-OD-API SSD configs).
+    min_depth: int = 8
+    # mnv2 only: Conv_1 keeps 1280 channels below width 1 (TF-slim's
+    # finegrain_classification_mode; Keras MobileNetV2 always does this).
+    finegrain: bool = False
     input_width: int = 300
     input_height: int = 300
     num_classes: int = 21
@@ -118,6 +125,9 @@ class SSDConfig:
     explicit_steps: bool = False
 
     # layer style
+    # Extra layers: "depthwise" (1x1, depthwise 3x3/2, 1x1) or "plain" (1x1, 3x3/2).
+    # None: plain for mnv1 with SSD heads, else depthwise (as published).
+    extra_layers: Optional[str] = None
     relu6: bool = False
     tf_pad: bool = False
     bn: str = "all"
@@ -180,6 +190,8 @@ class SSDConfig:
         filled = replace(self)
         if filled.head_kernel is None:
             filled.head_kernel = 1 if mnv1 else 3
+        if filled.extra_layers is None:
+            filled.extra_layers = "plain" if mnv1 and self.head == "ssd" else "depthwise"
         if filled.conf_loss is None:
             filled.conf_loss = "softmax" if mnv1 else "logistic"
         if filled.pretrained_lr_mult is None:
@@ -205,6 +217,10 @@ class SSDConfig:
         _choice("--head", self.head, HEADS)
         _choice("--bn", self.bn, BN_MODES)
         _choice("--dw-engine", self.dw_engine, DW_ENGINES)
+        if self.extra_layers is not None:
+            _choice("--extra-layers", self.extra_layers, EXTRA_STYLES)
+        if not isinstance(self.min_depth, int) or not 1 <= self.min_depth <= 1024:
+            raise CaffessdError(f"--min-depth must be an integer from 1 to 1024, got {_num(self.min_depth)}")
         if self.conf_loss is not None:
             _choice("--conf-loss", self.conf_loss, CONF_LOSSES)
         lo, hi = WIDTH_RANGE

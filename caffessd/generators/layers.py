@@ -75,11 +75,6 @@ def add_conv(b: NetBuilder, name: str, bottom: str, num_output: int, kernel: int
     stride 2, an even-sized axis gets the pad-2-then-slice treatment.
     """
     channels, height, width = b.shape(bottom)
-    if stride > 1 and height == 1 and width == 1:
-        # Nothing left to downsample: the input cannot be divided into that many feature maps.
-        raise CaffessdError(
-            f"input {b.config.input_width}x{b.config.input_height} is too small for the feature layers asked "
-            f"for: '{name}' would downsample a {height}x{width} map (use a larger --input or fewer extra layers)")
     m = b.lr_mult if lr_mult is None else lr_mult
     use_tf_pad = b.config.tf_pad if tf_pad is None else tf_pad
     pad = kernel // 2
@@ -113,8 +108,15 @@ def add_conv(b: NetBuilder, name: str, bottom: str, num_output: int, kernel: int
     if group > 1 and group == num_output == channels and b.config.dw_engine == "caffe":
         # cuDNN's depthwise path needs far more memory; CAFFE's im2col does not.
         param.engine = caffe_pb2.ConvolutionParameter.CAFFE
-    b.shapes[conv_top] = (num_output, conv_output_size(height, kernel, stride, pad_h),
-                          conv_output_size(width, kernel, stride, pad_w))
+    out_h = conv_output_size(height, kernel, stride, pad_h)
+    out_w = conv_output_size(width, kernel, stride, pad_w)
+    if min(out_h, out_w) < 1:
+        # A stride-2 conv on a 1x1 map still gives 1x1 (as TF SAME padding does); only an
+        # empty map is impossible.
+        raise CaffessdError(
+            f"input {b.config.input_width}x{b.config.input_height} is too small for the feature layers asked "
+            f"for: '{name}' would turn a {height}x{width} map into {out_h}x{out_w}")
+    b.shapes[conv_top] = (num_output, out_h, out_w)
     if sliced:
         _drop_first_row_and_column(b, top, conv_top, rows=pad_h != pad, cols=pad_w != pad)
     return top
