@@ -33,11 +33,14 @@ def _randomise_batch_norms(model, rng):
                                rng.uniform(-0.3, 0.3, n), rng.uniform(0.4, 1.6, n)])
 
 
+V2_PAIRS = [("block_13_expand_relu", "conv_13/expand/relu"), ("out_relu", "Conv_1/relu")]
 CASES = {
-    # backbone: (constructor, input size, [(Keras layer, Caffe blob)])
-    "mnv2": ("MobileNetV2", 300,
-             [("block_13_expand_relu", "conv_13/expand/relu"), ("out_relu", "Conv_1/relu")]),
-    "mnv1": ("MobileNet", 320,
+    # name: (constructor, alpha, input size, [(Keras layer, Caffe blob)])
+    "mnv2": ("MobileNetV2", 1.0, 300, V2_PAIRS),
+    # Keras keeps Conv_1 at 1280 below alpha 1 (gen-model's finegrain); 0.35 rounds
+    # Conv to 16 channels, so the width is read from the last block.
+    "mnv2-0.35-224": ("MobileNetV2", 0.35, 224, V2_PAIRS),
+    "mnv1": ("MobileNet", 1.0, 320,
              [("conv_pw_11_relu", "conv11/relu"), ("conv_pw_13_relu", "conv13/relu")]),
 }
 
@@ -48,10 +51,10 @@ CASES = {
 def test_keras_backbone_feature_maps_match_keras(backbone, tmp_path, capsys):
     import keras
 
-    constructor, size, pairs = CASES[backbone]
+    constructor, alpha, size, pairs = CASES[backbone]
     build = getattr(keras.applications, constructor)
     rng = np.random.default_rng(7)
-    model = build(weights=None, include_top=False, input_shape=(size, size, 3))
+    model = build(weights=None, include_top=False, input_shape=(size, size, 3), alpha=alpha)
     _randomise_batch_norms(model, rng)
     h5 = tmp_path / f"{backbone}.h5"
     model.save(h5)

@@ -9,6 +9,9 @@ Keras layer names (keras/applications/mobilenet_v2.py, mobilenet.py):
   v2: Conv1 + bn_Conv1; expanded_conv_{depthwise,project}(+_BN);
       block_N_{expand,depthwise,project}(+_BN); Conv_1 + Conv_1_bn
   v1: conv1 + conv1_bn; conv_dw_N + conv_dw_N_bn; conv_pw_N + conv_pw_N_bn
+Channels: Keras rounds like TF-slim with min_depth 8 (its unrounded
+expansions equal the rounded ones, block depths being multiples of 8), and
+MobileNetV2's Conv_1 stays 1280 below width 1 (gen-model's `finegrain`).
 Keras pads stride-2 MobileNetV2 convs like TF SAME, so v2 feature maps match
 at any input size; Keras MobileNet (v1) always pads bottom/right, which is TF
 SAME only where the map size is even (224, 320, 512, ... inputs).
@@ -79,8 +82,11 @@ def _backbone_of(model) -> str:
 
 
 def _width(model, backbone: str) -> float:
-    first = model.get_layer("Conv1" if backbone == "mnv2" else "conv1").get_weights()[0].shape[-1]
-    return first / 32.0
+    # The last block's depth is the least rounded one (320 or 1024 times alpha, to
+    # within 8 channels), so it gives alpha back exactly for the Keras widths.
+    layer, base = ("block_16_project", 320) if backbone == "mnv2" else ("conv_pw_13", 1024)
+    last = model.get_layer(layer).get_weights()[0].shape[-1]
+    return round(last / base, 4)
 
 
 def _fill(layers: dict, caffe: str, kernel: np.ndarray, bn: List[np.ndarray], depthwise: bool) -> None:
@@ -117,7 +123,10 @@ def convert_keras(path, out_dir, height: int = 300, width: int = 300, head: str 
     model = load_keras(path)
     backbone = _backbone_of(model)
     multiplier = _width(model, backbone)
-    config = SSDConfig(backbone=backbone, head=head, width=multiplier, input_width=width,
+    # Keras rounds channels like TF-slim with min_depth 8 and keeps MobileNetV2's
+    # Conv_1 at 1280 channels below width 1 (finegrain).
+    config = SSDConfig(backbone=backbone, head=head, width=multiplier, min_depth=8,
+                       finegrain=backbone == "mnv2", input_width=width,
                        input_height=height, num_classes=num_classes, relu6=True, tf_pad=True,
                        bn="none" if merge_bn else "all", bn_eps=BN_EPSILON, tf_lowest_layer_anchors=True,
                        conf_loss="logistic")
