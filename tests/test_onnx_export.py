@@ -13,9 +13,9 @@ from caffessd.net import Net
 from caffessd.onnxconv import read_metadata, read_preprocessing, run_onnx, to_onnx
 from caffessd.onnxconv.priors import prior_boxes
 from caffessd import caffe_pb2
-from tests.conftest import ROOT
-from tests.onnx_parity import assert_close, build_net, cv2, opencv_forward
-from tests.test_onnx_layers import SSD_NET, _input, _layer
+from conftest import ROOT
+from onnx_parity import assert_close, build_net, cv2, opencv_forward
+from test_onnx_layers import SSD_NET, _input, _layer
 
 
 def _cli(*args):

@@ -10,7 +10,7 @@ import pytest
 
 from caffessd.net import Net
 from caffessd.onnxconv import onnx_session, read_preprocessing, run_onnx, to_onnx
-from tests.onnx_parity import assert_close, assert_same_detections, cv2, opencv_forward
+from onnx_parity import assert_close, assert_same_detections, cv2, opencv_forward
 
 MEAN = (104.0, 117.0, 123.0)
 

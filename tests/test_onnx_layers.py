@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from caffessd.onnxconv import EMITTERS, run_onnx, to_onnx
-from tests.onnx_parity import assert_close, assert_same_detections, build_net, opencv_forward
+from onnx_parity import assert_close, assert_same_detections, build_net, opencv_forward
 
 
 def _input(name, *dims):
