@@ -91,10 +91,11 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--pretrained-lr-mult", type=float, help="train-net lr_mult of all but the class convs [default: 0.1 mnv1, 1 mnv2]")
 @click.option("--init-weights", type=click.Path(dir_okay=False), help="also write this caffemodel, filled from the layer fillers")
 @click.option("--seed", default=0, show_default=True, type=int, help="random seed of --init-weights")
-def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, input_size, classes, labelmap, feature_layers, min_scale, max_scale,
-            min_sizes, max_sizes, aspect_ratios, tf_lowest_anchors, clip, explicit_steps, mean, scale, stage, lr,
-            batch_size, iter_size, max_iter, snapshot, lmdb_train, lmdb_test, conf_loss, conf_threshold, relu6,
-            tf_pad, bn, dw_engine, head_kernel, new_conf_layers, pretrained_lr_mult, init_weights, seed):
+def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, input_size, classes, labelmap,
+            feature_layers, min_scale, max_scale, min_sizes, max_sizes, aspect_ratios, tf_lowest_anchors, clip,
+            explicit_steps, mean, scale, stage, lr, batch_size, iter_size, max_iter, snapshot, lmdb_train,
+            lmdb_test, conf_loss, conf_threshold, relu6, tf_pad, bn, dw_engine, head_kernel, new_conf_layers,
+            pretrained_lr_mult, init_weights, seed):
     """Write train/test/deploy nets and solvers of a MobileNet-SSD, MobileNetV2-SSD or SSDLite detector.
 
     Example: caffessd gen-model --input 640 --backbone mnv2 --classes 2 -o out/
