@@ -48,7 +48,7 @@ def test_every_variable_is_read(small):
     assert {name for name, _ in small.result.variables} == set(small.model.values)
 
 
-def test_ssd_mobilenet_v2_extra_layers_are_single_3x3_convs(small):
+def test_extra_layers_are_plain_3x3_convs_except_in_ssdlite(small):
     net = protoio.read_prototxt(small.result.prototxt)
     names = {layer.name for layer in net.layer}
     lite = small.arch.startswith("ssdlite")
