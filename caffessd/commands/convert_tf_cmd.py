@@ -5,25 +5,11 @@ A thin shell over caffessd.tfconvert (which imports TensorFlow lazily).
 from __future__ import annotations
 
 import sys
-from typing import Optional, Tuple
 
 import click
 
+from caffessd.commands.options import parse_size
 from caffessd.errors import CaffessdError
-
-
-def _input_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
-    """'300' -> (300, 300); '320x240' (width x height) -> (240, 320) as (height, width)."""
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) < 1:
-        raise CaffessdError(f"--input must be N or WIDTHxHEIGHT, got '{text}'")
-    return values[-1], values[0]
 
 
 def _progress_bar(total: int, label: str):
@@ -59,7 +45,8 @@ def command(ckpt, out_dir, pipeline, input_size, merge_bn, plain_caffe, use_ema,
     size) into a Caffe deploy net + caffemodel that reproduces TensorFlow's
     outputs. CKPT is a checkpoint prefix (model.ckpt-200000), a folder with a
     'checkpoint' file, or a frozen_inference_graph.pb."""
-    size = _input_size(input_size)
+    # (height, width), the order caffessd.tfconvert works in
+    size = parse_size(input_size, "--input")[::-1] if input_size else None
     if keras_file:
         if ckpt:
             raise CaffessdError("give a checkpoint or --keras, not both")

@@ -3,28 +3,8 @@ from __future__ import annotations
 
 import click
 
+from caffessd.commands.options import optional_floats, parse_size
 from caffessd.errors import CaffessdError
-
-
-def _floats(text: str | None, option: str):
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise CaffessdError(f"{option} expects comma-separated numbers, got '{text}'") from None
-
-
-def _size(text: str | None):
-    if text is None:
-        return None
-    try:
-        width, height = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise CaffessdError(f"--input-size expects WIDTHxHEIGHT, got '{text}'") from None
-    if width <= 0 or height <= 0:
-        raise CaffessdError(f"--input-size must be positive, got '{text}'")
-    return width, height
 
 
 @click.command("export-onnx")
@@ -43,8 +23,8 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
     from caffessd.net import Net
     from caffessd.onnxconv import to_onnx
 
-    mean_values = _floats(mean, "--mean")
-    size = _size(input_size)
+    mean_values = optional_floats(mean, "--mean")
+    size = parse_size(input_size, "--input-size") if input_size else None
     net = Net.load(prototxt, caffemodel)
     input_shapes = None
     if size is not None:

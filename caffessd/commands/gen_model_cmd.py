@@ -5,33 +5,15 @@ validates itself; every file is built before the first one is written.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import click
 
+from caffessd.commands.options import parse_floats, parse_size
 from caffessd.errors import CaffessdError
 from caffessd.generators import SSDConfig, build_net, classes_from_labelmap, generate
 from caffessd.generators.config import STAGES
 from caffessd.generators.init_weights import learnable_layer_count
-
-
-def parse_input_size(text: str) -> Tuple[int, int]:
-    """'300' -> (300, 300); '320x240' -> (320, 240) as width x height."""
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) < 1:
-        raise CaffessdError(f"--input must be N or WIDTHxHEIGHT with positive integers (e.g. 300, 320x240), got '{text}'")
-    return (values[0], values[-1])
-
-
-def parse_floats(option: str, text: str) -> List[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise CaffessdError(f"{option} must be comma-separated numbers, got '{text}'") from None
 
 
 def parse_max_sizes(text: str) -> List[Optional[float]]:
@@ -39,13 +21,13 @@ def parse_max_sizes(text: str) -> List[Optional[float]]:
     values = []
     for item in text.split(","):
         item = item.strip()
-        values.append(None if item in ("-", "0", "") else parse_floats("--max-sizes", item)[0])
+        values.append(None if item in ("-", "0", "") else parse_floats(item, "--max-sizes")[0])
     return values
 
 
 def parse_aspect_ratios(text: str) -> List[List[float]]:
     """'2,3' for every head, or '2;2,3;2,3' per head."""
-    return [parse_floats("--aspect-ratios", group) for group in text.split(";")]
+    return [parse_floats(group, "--aspect-ratios") for group in text.split(";")]
 
 
 @click.command("gen-model")
@@ -100,7 +82,7 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
 
     Example: caffessd gen-model --input 640 --backbone mnv2 --classes 2 -o out/
     """
-    input_width, input_height = parse_input_size(input_size)
+    input_width, input_height = parse_size(input_size, "--input")
     num_classes = _num_classes(classes, labelmap)
     stages = STAGES if stage == "all" else (stage,)
     if stage != "all" and stage not in STAGES:
@@ -111,11 +93,11 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
         num_classes=num_classes, labelmap=labelmap,
         feature_layers=[f.strip() for f in feature_layers.split(",") if f.strip()] if feature_layers is not None else None,
         min_scale=min_scale, max_scale=max_scale,
-        min_sizes=parse_floats("--min-sizes", min_sizes) if min_sizes else None,
+        min_sizes=parse_floats(min_sizes, "--min-sizes") if min_sizes else None,
         max_sizes=parse_max_sizes(max_sizes) if max_sizes else None,
         aspect_ratios=parse_aspect_ratios(aspect_ratios) if aspect_ratios else None,
         tf_lowest_layer_anchors=tf_lowest_anchors, clip=clip, explicit_steps=explicit_steps,
-        mean=tuple(parse_floats("--mean", mean)), scale=scale, lr=lr, batch_size=batch_size,
+        mean=tuple(parse_floats(mean, "--mean")), scale=scale, lr=lr, batch_size=batch_size,
         iter_size=iter_size, max_iter=max_iter, snapshot=snapshot, lmdb_train=lmdb_train, lmdb_test=lmdb_test,
         conf_loss=conf_loss, conf_threshold=conf_threshold, relu6=relu6, tf_pad=tf_pad, bn=bn,
         dw_engine=dw_engine, head_kernel=head_kernel, new_conf_layers=new_conf_layers,
