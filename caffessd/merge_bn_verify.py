@@ -7,9 +7,9 @@ that runs it:
     run = runner(net: Net, blobs: [blob name])
     run(feeds: {input name: array}) -> {blob name: array}
 
-`default_runner()` picks caffessd's ONNX path (caffessd.onnxconv) when it is
-available and falls back to OpenCV's Caffe importer (cv2.dnn), which the
-tests also use as the independent oracle.
+`default_runner()` is caffessd's ONNX path (caffessd.onnxconv); `run_opencv`
+runs OpenCV 4.x's Caffe importer (cv2.dnn), the independent oracle the tests
+use as well.
 
 Checked blobs are the net's outputs, except that a DetectionOutput is
 replaced by its inputs: its top-k selection and NMS turn a 1e-7 difference in
@@ -191,18 +191,8 @@ def verify_fold(reference: Net, merged: Net, images: Sequence = (), tolerance: f
 # ---------------------------------------------------------------- engines
 
 def default_runner() -> Runner:
-    """caffessd's ONNX path if present, else OpenCV's Caffe importer."""
-    try:
-        import caffessd.onnxconv  # noqa: F401
-        return run_onnx_path
-    except ImportError:
-        pass
-    try:
-        import cv2  # noqa: F401
-        return run_opencv
-    except ImportError:
-        raise CaffessdError("verification needs caffessd's ONNX path or OpenCV (pip install "
-                            "opencv-python-headless); or skip it with --no-verify") from None
+    """caffessd's own ONNX path (onnxruntime); run_opencv is the independent oracle the tests add."""
+    return run_onnx_path
 
 
 def run_onnx_path(net: Net, blobs: List[str]) -> Run:
