@@ -216,6 +216,11 @@ def read_labelmap(path: PathLike) -> caffe_pb2.LabelMap:
     return labelmap
 
 
+def labelmap_names(path: PathLike) -> dict:
+    """{label id: display name (or name)} from a labelmap.prototxt."""
+    return {item.label: (item.display_name or item.name) for item in read_labelmap(path).item}
+
+
 # ---------------------------------------------------------------- blobs
 
 def blob_shape(blob: caffe_pb2.BlobProto) -> tuple:

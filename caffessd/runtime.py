@@ -86,12 +86,6 @@ def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
     return digest.hexdigest()[:20]
 
 
-def labels_from_labelmap(path) -> Dict[int, str]:
-    from caffessd.protoio import read_labelmap
-
-    return {item.label: (item.display_name or item.name) for item in read_labelmap(path).item}
-
-
 def convert_cached(spec: ModelSpec, directory: Optional[Path] = None) -> Tuple[Path, bool]:
     """ONNX file for `spec`, converting only when no cached copy exists.
 

@@ -112,3 +112,19 @@ def test_threshold_filters(detector, face_photos):
     assert len(strict(face_photos[0])) <= len(detector(face_photos[0]))
     loose = Detector(onnx_path=detector.onnx_path, threshold=0.01)
     assert len(loose(face_photos[0])) >= 1
+
+
+def test_exported_onnx_carries_preprocessing_and_labels(run_cli, tmp_path, face_prototxt, face_caffemodel, face_photos):
+    labelmap = tmp_path / "labelmap.prototxt"
+    labelmap.write_text('item { name: "none_of_the_above" label: 0 display_name: "background" }\n'
+                        'item { name: "face" label: 1 display_name: "face" }\n')
+    model = tmp_path / "face.onnx"
+    result = run_cli("export-onnx", face_prototxt, face_caffemodel, "-o", model, "--labels", labelmap,
+                     "--mean", "0,0,0", "--scale", "1")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("detect", "--onnx", model, face_photos[1], "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "1 detection(s)" in result.stdout and "face" in result.stdout
+    detector = Detector(onnx_path=model)
+    assert detector.labels == {0: "background", 1: "face"}
+    assert (detector.preprocessing.width, detector.preprocessing.height) == (320, 240)

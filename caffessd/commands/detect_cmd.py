@@ -28,7 +28,8 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
 
     Writes an annotated copy of each image to OUT and all detections to JSON."""
     from caffessd.preprocess import expand_image_args, load_image
-    from caffessd.runtime import Detector, labels_from_labelmap, sample_image
+    from caffessd.protoio import labelmap_names
+    from caffessd.runtime import Detector, sample_image
 
     paths = expand_image_args(images) if images else [sample_image()]
     if not paths:
@@ -36,7 +37,7 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     if onnx_path and (prototxt or weights):
         raise click.UsageError("give either --onnx or --model/--weights, not both")
     detector = Detector(prototxt, weights, onnx_path=onnx_path,
-                        labels=labels_from_labelmap(labels) if labels else None,
+                        labels=labelmap_names(labels) if labels else None,
                         preprocessing=_preprocessing(prototxt, mean, scale, rgb),
                         threshold=threshold, cache=Path(cache_dir) if cache_dir else None, threads=threads)
     if detector.converted:

@@ -17,7 +17,8 @@ from caffessd.errors import CaffessdError
 @click.option("--mean", help="per-channel mean subtracted before the net, e.g. 104,117,123 (stored as metadata)")
 @click.option("--scale", type=float, help="factor applied after mean subtraction (stored as metadata)")
 @click.option("--swap-rb/--bgr", default=False, help="the net expects RGB (--swap-rb) or BGR (--bgr, default) input")
-def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, swap_rb):
+@click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt whose class names go into the metadata")
+def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, swap_rb, labels):
     """Convert PROTOTXT + CAFFEMODEL to an ONNX model (checked with onnx.checker)."""
     from caffessd import protoio
     from caffessd.net import Net
@@ -34,6 +35,8 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
         n, c = declared[0][:2]
         input_shapes = (n, c, size[1], size[0])
     metadata = {"channel_order": "RGB" if swap_rb else "BGR", "mean": mean_values, "scale": scale}
+    if labels:
+        metadata["labels"] = {str(k): v for k, v in sorted(protoio.labelmap_names(labels).items())}
     model = to_onnx(net, raw=raw, opset=opset, input_shapes=input_shapes, metadata=metadata)
     protoio.atomic_write(output, model.SerializeToString())
     outputs = ", ".join(o.name for o in model.graph.output)
