@@ -111,26 +111,24 @@ def _same(layer, inputs):
     return [inputs[0]] * max(1, len(layer.top))
 
 
-def _convolution(layer, inputs):
-    param = layer.convolution_param
-    n, c, *spatial = inputs[0]
+def _conv_spatial(param, spatial, transposed: bool) -> List[int]:
+    """Output sizes per spatial axis; Deconvolution inverts Convolution's formula."""
     kernel, stride, pad, dilation = conv_geometry(param, len(spatial))
     out = []
     for size, k, s, p, d in zip(spatial, kernel, stride, pad, dilation):
         extent = d * (k - 1) + 1
-        out.append((size + 2 * p - extent) // s + 1)
-    return [(n, param.num_output, *out)]
+        out.append(s * (size - 1) + extent - 2 * p if transposed else (size + 2 * p - extent) // s + 1)
+    return out
+
+
+def _convolution(layer, inputs):
+    n, _, *spatial = inputs[0]
+    return [(n, layer.convolution_param.num_output, *_conv_spatial(layer.convolution_param, spatial, False))]
 
 
 def _deconvolution(layer, inputs):
-    param = layer.convolution_param
-    n, c, *spatial = inputs[0]
-    kernel, stride, pad, dilation = conv_geometry(param, len(spatial))
-    out = []
-    for size, k, s, p, d in zip(spatial, kernel, stride, pad, dilation):
-        extent = d * (k - 1) + 1
-        out.append(s * (size - 1) + extent - 2 * p)
-    return [(n, param.num_output, *out)]
+    n, _, *spatial = inputs[0]
+    return [(n, layer.convolution_param.num_output, *_conv_spatial(layer.convolution_param, spatial, True))]
 
 
 def _pooling(layer, inputs):

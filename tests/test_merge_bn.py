@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from caffessd.merge_bn import batchnorm_affine, fold_batchnorm
-from caffessd.merge_bn_verify import compare_nets, random_feeds, run_opencv
+from caffessd.merge_bn_verify import compare_nets, random_feeds, run_onnx_path, run_opencv
 from caffessd.net import Net
 from merge_bn_helpers import (
     batchnorm, conv, header, inner_product, layer, net_with_random_weights, parse_net, relu, scale,
@@ -18,18 +18,7 @@ from merge_bn_helpers import (
 TOLERANCE = 1e-4
 
 
-def _runners():
-    runners = [pytest.param(run_opencv, id="opencv")]
-    try:
-        import caffessd.onnxconv  # noqa: F401
-        from caffessd.merge_bn_verify import run_onnx_path
-        runners.append(pytest.param(run_onnx_path, id="onnx"))
-    except ImportError:
-        pass
-    return runners
-
-
-RUNNERS = _runners()
+RUNNERS = [pytest.param(run_opencv, id="opencv"), pytest.param(run_onnx_path, id="onnx")]
 
 
 def assert_equivalent(net: Net, result, runner=run_opencv, seed=1):

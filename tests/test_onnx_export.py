@@ -9,7 +9,6 @@ import onnx
 import pytest
 
 from caffessd.errors import UnsupportedLayerError
-from caffessd.net import Net
 from caffessd.onnxconv import read_metadata, read_preprocessing, run_onnx, to_onnx
 from caffessd.onnxconv.priors import prior_boxes
 from caffessd import caffe_pb2
