@@ -91,14 +91,19 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return out
 
 
-def prior_aspect_ratios(param: caffe_pb2.PriorBoxParameter) -> List[float]:
-    """PriorBox's aspect ratio list: 1 first, then each new ratio (and 1/r with flip)."""
+def expand_aspect_ratios(aspect_ratios: Sequence[float], flip: bool) -> List[float]:
+    """PriorBox's aspect ratio list: 1 first, then each new ratio (and 1/r with
+    flip), skipping near-duplicates as Caffe does."""
     ratios = [1.0]
-    for ratio in param.aspect_ratio:
-        for candidate in ([ratio, 1.0 / ratio] if param.flip else [ratio]):
+    for ratio in aspect_ratios:
+        for candidate in ([ratio, 1.0 / ratio] if flip else [ratio]):
             if all(abs(candidate - seen) >= 1e-6 for seen in ratios):
                 ratios.append(candidate)
     return ratios
+
+
+def prior_aspect_ratios(param: caffe_pb2.PriorBoxParameter) -> List[float]:
+    return expand_aspect_ratios(param.aspect_ratio, param.flip)
 
 
 def priors_per_cell(param: caffe_pb2.PriorBoxParameter) -> int:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 from caffessd.errors import CaffessdError
+from caffessd.layers import expand_aspect_ratios
 
 BACKBONES = ("mnv1", "mnv2")
 HEADS = ("ssd", "ssdlite")
@@ -30,17 +31,6 @@ WIDTH_RANGE = (0.25, 1.4)
 # TensorFlow's SSD anchor generator gives the lowest layer a square box of this
 # scale (reduce_boxes_in_lowest_layer), independent of min_scale.
 TF_LOWEST_LAYER_SMALL_SCALE = 0.1
-
-
-def expand_aspect_ratios(aspect_ratios: Sequence[float], flip: bool) -> List[float]:
-    """The aspect ratios a Caffe PriorBox uses: 1 first, then each new ratio
-    (and its inverse with `flip`), skipping near-duplicates as Caffe does."""
-    ratios = [1.0]
-    for ar in aspect_ratios:
-        for value in ((ar, 1.0 / ar) if flip else (ar,)):
-            if all(abs(value - seen) >= 1e-6 for seen in ratios):
-                ratios.append(value)
-    return ratios
 
 
 @dataclass

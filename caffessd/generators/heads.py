@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 from caffessd import caffe_pb2
-from caffessd.generators.config import PriorSpec, expand_aspect_ratios
+from caffessd.generators.config import PriorSpec
+from caffessd.layers import expand_aspect_ratios
 from caffessd.generators.layers import (
     NetBuilder, add_concat, add_conv, add_permute_flatten, add_reshape, add_silence, conv_block,
 )
