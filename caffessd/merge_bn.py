@@ -416,14 +416,6 @@ def merge_bn(prototxt, caffemodel, out_prefix=None, verify: bool = True, image=N
 
 
 def write_merged(result: FoldResult, prototxt_path, caffemodel_path) -> None:
-    """Write both files atomically; if the second fails, the first is removed again."""
-    text = protoio.prototxt_text(result.param)
-    model = protoio.serialize(result.caffemodel())
-    existed = Path(prototxt_path).exists()
-    protoio.atomic_write(prototxt_path, text)
-    try:
-        protoio.atomic_write(caffemodel_path, model)
-    except BaseException:
-        if not existed:
-            Path(prototxt_path).unlink(missing_ok=True)
-        raise
+    """Write both files together: if either cannot be written, neither is."""
+    protoio.atomic_write_many([(prototxt_path, protoio.prototxt_text(result.param)),
+                               (caffemodel_path, protoio.serialize(result.caffemodel()))])

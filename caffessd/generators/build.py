@@ -140,7 +140,7 @@ def generate(config: SSDConfig, out_dir, stages: Sequence[str] = STAGES, init_we
     if init_weights is not None:
         deploy = build_net(config, "deploy")
         model = _init_weights(deploy, seed=seed, progress=progress)
-    written = [protoio.write_prototxt(message, path) for path, message in outputs]
+    files = [(path, protoio.prototxt_text(message)) for path, message in outputs]
     if model is not None:
-        written.append(protoio.write_caffemodel(model, init_weights))
-    return written
+        files.append((init_weights, protoio.serialize(model)))
+    return protoio.atomic_write_many(files)  # all or none

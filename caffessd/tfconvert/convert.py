@@ -102,13 +102,14 @@ def convert_tf(ckpt, out_dir, pipeline=None, input_size: Optional[Tuple[int, int
         deviation = measure_deviation(exact_net, net, height, width)
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prototxt = protoio.write_prototxt(strip_blobs(net), out_dir / DEPLOY_NAME)
-    caffemodel = protoio.write_caffemodel(net, out_dir / WEIGHTS_NAME)
-    labelmap = None
+    files = [(out_dir / DEPLOY_NAME, protoio.prototxt_text(strip_blobs(net))),
+             (out_dir / WEIGHTS_NAME, protoio.serialize(net))]
     text = labelmap_text(names)
     if text is not None:
-        labelmap = protoio.atomic_write(out_dir / LABELMAP_NAME, text)
+        files.append((out_dir / LABELMAP_NAME, text))
+    written = protoio.atomic_write_many(files)  # all or none
+    prototxt, caffemodel = written[:2]
+    labelmap = written[2] if text is not None else None
     return ConversionResult(spec, height, width, prototxt, caffemodel, labelmap, filler.read,
                             orders, slots, deviation)
 

@@ -142,7 +142,7 @@ def convert_keras(path, out_dir, height: int = 300, width: int = 300, head: str 
         first.blobs[0].CopyFrom(protoio.array_to_blob(
             np.ascontiguousarray(protoio.blob_to_array(first.blobs[0])[:, ::-1])))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prototxt = protoio.write_prototxt(deploy, out_dir / "deploy.prototxt")
-    caffemodel = protoio.write_caffemodel(weights, out_dir / "deploy.caffemodel")
+    prototxt, caffemodel = protoio.atomic_write_many([
+        (out_dir / "deploy.prototxt", protoio.prototxt_text(deploy)),
+        (out_dir / "deploy.caffemodel", protoio.serialize(weights))])
     return KerasResult(backbone, multiplier, len(rows), prototxt, caffemodel)
