@@ -108,7 +108,7 @@ class Net:
         With `strict`, every layer that has learnable blobs must find them in the
         caffemodel, with matching shapes; otherwise missing ones stay empty.
         """
-        param = filter_phase(protoio.read_net(prototxt), phase)
+        param = filter_phase(protoio.read_net(prototxt, binary_ok=False), phase)
         net = cls(param, source=os.fspath(prototxt))
         if weights is not None:
             net.attach_weights(protoio.read_caffemodel(weights), os.fspath(weights), strict=strict)

@@ -100,7 +100,8 @@ def _current_umask() -> int:
     return mask
 
 
-def _read_bytes(path: PathLike) -> bytes:
+def read_bytes(path: PathLike) -> bytes:
+    """The bytes of a file, with FormatError (naming it) when it is missing or a folder."""
     path = Path(path)
     if not path.exists():
         raise FormatError(path, "no such file")
@@ -130,7 +131,7 @@ def parse_prototxt_text(text: str, message, path: PathLike | None = None):
 
 def read_prototxt(path: PathLike, message_type=caffe_pb2.NetParameter):
     """Read a text-format Caffe file (net, solver, labelmap...) into a new message."""
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -151,7 +152,7 @@ def write_prototxt(message, path: PathLike) -> Path:
 
 def read_caffemodel(path: PathLike) -> caffe_pb2.NetParameter:
     """Read a binary caffemodel as it is (no upgrade; bytes round-trip unchanged)."""
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     if _looks_like_text_net(raw):
         raise FormatError(path, "looks like a text prototxt, expected a binary caffemodel")
     net = caffe_pb2.NetParameter()
@@ -413,9 +414,12 @@ def upgrade_net(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     return upgraded
 
 
-def read_net(path: PathLike) -> caffe_pb2.NetParameter:
-    """Read a prototxt or caffemodel (decided by content) and upgrade it."""
-    raw = _read_bytes(path)
+def read_net(path: PathLike, binary_ok: bool = True) -> caffe_pb2.NetParameter:
+    """Read a prototxt or caffemodel (decided by content) and upgrade it.
+
+    With `binary_ok=False` only a text prototxt is accepted, so a caffemodel
+    given where the net description belongs is reported as such."""
+    raw = read_bytes(path)
     try:
         text = raw.decode("utf-8")
         is_text = True
@@ -423,6 +427,10 @@ def read_net(path: PathLike) -> caffe_pb2.NetParameter:
         is_text = False
     if is_text:
         net = parse_prototxt_text(text, caffe_pb2.NetParameter(), path)
+        if not net.layer and not net.layers and not net.input:
+            raise FormatError(path, "holds no layers and no inputs (an empty prototxt?)")
+    elif not binary_ok:
+        raise FormatError(path, "is a binary file (a caffemodel?), expected a text prototxt")
     else:
         net = read_caffemodel(path)
     try:

@@ -23,7 +23,7 @@ import numpy as np
 from caffessd import __version__
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.preprocess import Preprocessing, load_image, make_blob
-from caffessd.protoio import atomic_write
+from caffessd.protoio import atomic_write, read_bytes
 
 
 @dataclass
@@ -81,7 +81,7 @@ def cache_dir() -> Path:
 def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
     """Content hash of the model files and everything that shapes the conversion."""
     digest = hashlib.sha256()
-    for part in (Path(prototxt).read_bytes(), Path(caffemodel).read_bytes(), __version__.encode(), extra.encode()):
+    for part in (read_bytes(prototxt), read_bytes(caffemodel), __version__.encode(), extra.encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:20]
 

@@ -13,7 +13,7 @@ from caffessd.errors import CaffessdError
 
 from . import anchors as anchor_plans
 from .checkpoint import frozen_input_size, open_variables
-from .classes import class_selection, labelmap_text
+from .classes import class_selection, labelmap_text, read_class_map
 from .detect import detect_spec
 from .mapping import HeadOrder, WeightFiller, strip_blobs
 from .netgen import deploy_net
@@ -89,6 +89,8 @@ def convert_tf(ckpt, out_dir, pipeline=None, input_size: Optional[Tuple[int, int
     the deviation that costs against the exact net.
     """
     cfg = read_pipeline(pipeline) if pipeline else PipelineConfig()
+    if class_map is not None:
+        read_class_map(class_map)  # a bad file fails before a large checkpoint is loaded
     store = open_variables(ckpt, use_ema=use_ema)
     spec = detect_spec(store, cfg)
     height, width = _input_size(ckpt, cfg, input_size)
