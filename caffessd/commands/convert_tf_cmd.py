@@ -10,6 +10,7 @@ import click
 
 from caffessd.commands.options import parse_size
 from caffessd.errors import CaffessdError
+from caffessd.protoio import check_writable
 
 
 def _progress_bar(total: int, label: str):
@@ -47,6 +48,7 @@ def command(ckpt, out_dir, pipeline, input_size, merge_bn, plain_caffe, use_ema,
     'checkpoint' file, or a frozen_inference_graph.pb."""
     # (height, width), the order caffessd.tfconvert works in
     size = parse_size(input_size, "--input")[::-1] if input_size else None
+    check_writable(out_dir, folder=True)  # before TensorFlow loads anything
     if keras_file:
         if ckpt:
             raise CaffessdError("give a checkpoint or --keras, not both")

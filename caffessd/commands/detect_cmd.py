@@ -12,14 +12,14 @@ from caffessd.errors import CaffessdError, FormatError
 @click.option("--weights", type=click.Path(dir_okay=False), help="caffemodel (with --model)")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="ONNX model from `caffessd export-onnx`")
 @click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt naming the classes")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="minimum score to report")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="minimum score to report")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="detections", show_default=True,
               help="folder for the annotated images")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="JSON file (default OUT/detections.json)")
 @click.option("--mean", help="per-channel mean, '127.5' or '104,117,123' (Caffe models)")
 @click.option("--scale", type=float, help="multiplier after mean subtraction, e.g. 0.007843")
 @click.option("--rgb", is_flag=True, default=False, help="the net takes RGB (default BGR, as Caffe)")
-@click.option("--threads", type=int, help="onnxruntime intra-op threads")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="where converted models are kept")
 def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, json_path, mean, scale, rgb,
             threads, cache_dir):
@@ -28,14 +28,20 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
 
     Writes an annotated copy of each image to OUT and all detections to JSON."""
     from caffessd.preprocess import expand_image_args, load_image
-    from caffessd.protoio import labelmap_names
+    from caffessd.protoio import check_writable, labelmap_names
     from caffessd.runtime import Detector, sample_image
 
+    if bool(prototxt) != bool(weights):
+        raise click.UsageError("--model and --weights go together (give neither for the embedded face detector)")
     paths = expand_image_args(images) if images else [sample_image()]
     if not paths:
         raise CaffessdError("no images found in " + ", ".join(images))
     if onnx_path and (prototxt or weights):
         raise click.UsageError("give either --onnx or --model/--weights, not both")
+    # Fail before the model runs, not after the first annotated image is written.
+    check_writable(out_dir, folder=True)
+    json_target = Path(json_path) if json_path else Path(out_dir) / "detections.json"
+    check_writable(json_target)
     detector = Detector(prototxt, weights, onnx_path=onnx_path,
                         labels=labelmap_names(labels) if labels else None,
                         preprocessing=_preprocessing(prototxt, mean, scale, rgb),
@@ -53,7 +59,6 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
                 failures.append(str(exc))
     for result in results:
         _print_result(result)
-    json_target = Path(json_path) if json_path else out_dir / "detections.json"
     if results:
         from caffessd.protoio import atomic_write
 
@@ -67,8 +72,11 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
 
 def _preprocessing(prototxt, mean, scale, rgb):
     """Preprocessing from the options, for a Caffe model; None keeps the model's own."""
-    if not prototxt or (mean is None and scale is None and not rgb):
+    if mean is None and scale is None and not rgb:
         return None
+    if not prototxt:
+        raise click.UsageError("--mean, --scale and --rgb apply to a Caffe model (--model); the embedded "
+                               "model and exported ONNX files carry their own preprocessing")
     from caffessd.preprocess import parse_mean
     from caffessd.runtime import _preprocessing_from_net
 

@@ -26,6 +26,7 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
 
     mean_values = optional_floats(mean, "--mean")
     size = parse_size(input_size, "--input-size") if input_size else None
+    protoio.check_writable(output)
     net = Net.load(prototxt, caffemodel)
     input_shapes = None
     if size is not None:

@@ -14,6 +14,7 @@ from caffessd.errors import CaffessdError
 from caffessd.generators import SSDConfig, build_net, classes_from_labelmap, generate
 from caffessd.generators.config import STAGES
 from caffessd.generators.init_weights import learnable_layer_count
+from caffessd.protoio import check_writable
 
 
 def parse_max_sizes(text: str) -> List[Optional[float]]:
@@ -103,7 +104,9 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
         dw_engine=dw_engine, head_kernel=head_kernel, new_conf_layers=new_conf_layers,
         pretrained_lr_mult=pretrained_lr_mult,
     )
+    check_writable(out_dir, folder=True)
     if init_weights:
+        check_writable(init_weights)
         total = learnable_layer_count(build_net(config, "deploy"))
         bar = click.progressbar(length=total, label="initialising weights", file=click.get_text_stream("stderr"))
         with bar:

@@ -19,6 +19,8 @@ def command(prototxt, weights, phase, input_shape, as_json):
             shape = [int(v) for v in input_shape.replace("x", ",").split(",")]
         except ValueError:
             raise click.BadParameter(f"'{input_shape}' is not a list of integers", param_hint="--input-shape")
+        if not shape or min(shape) < 1:
+            raise click.BadParameter(f"'{input_shape}' must hold positive integers", param_hint="--input-shape")
     summary = summarize(prototxt, weights, phase=phase, input_shape=shape)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))

@@ -9,6 +9,7 @@ import click
 from caffessd.errors import CaffessdError
 from caffessd.merge_bn import fold_batchnorm, output_paths, write_merged
 from caffessd.net import Net
+from caffessd.protoio import check_writable
 
 
 def _param_count(net: Net) -> int:
@@ -39,6 +40,8 @@ def command(prototxt, caffemodel, out_prefix, prototxt_out, caffemodel_out, veri
     prototxt_path, caffemodel_path = output_paths(out_prefix or "", prototxt_out, caffemodel_out)
     if prototxt_path.resolve() == caffemodel_path.resolve():
         raise CaffessdError(f"--prototxt-out and --caffemodel-out are the same file: {prototxt_path}")
+    for path in (prototxt_path, caffemodel_path):
+        check_writable(path)  # before the (slow) verification, not after
 
     net = Net.load(prototxt, caffemodel, strict=True)
     result = fold_batchnorm(net)
