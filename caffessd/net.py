@@ -179,6 +179,10 @@ class Net:
                 params = param_shapes(layer, inputs)
             except (ValueError, IndexError, ZeroDivisionError) as exc:
                 raise FormatError(self.source, f"layer '{layer.name}' ({layer.type}): {exc}") from None
+            empty = next((s for s in outputs if any(d == 0 or d < -1 for d in s)), None)
+            if empty is not None:  # -1 is DetectionOutput's data-dependent row count
+                raise FormatError(self.source, f"layer '{layer.name}' ({layer.type}) gives an empty output "
+                                               f"{'x'.join(map(str, empty))}: its input {inputs[0] if inputs else ''} is too small")
             for top, shape in zip(layer.top, outputs):
                 shapes[top] = shape
             weights = self.weights.get(layer.name, []) if with_weights else []

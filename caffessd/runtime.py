@@ -103,6 +103,8 @@ def convert_cached(spec: ModelSpec, directory: Optional[Path] = None) -> Tuple[P
     from caffessd.onnxconv import to_onnx
 
     net = Net.load(spec.prototxt, spec.caffemodel)
+    if not any(layer.type == "DetectionOutput" for layer in net.layers):
+        raise FormatError(spec.prototxt, "has no DetectionOutput layer; detection needs an SSD deploy net")
     model = to_onnx(net, metadata=metadata)
     atomic_write(target, model.SerializeToString())
     return target, True
@@ -135,7 +137,12 @@ class Detector:
         self.preprocessing = preprocessing or self._stored_preprocessing(metadata)
         self.labels = labels or {int(k): v for k, v in metadata.get("labels", {}).items()}
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        output = self.session.get_outputs()[0]
+        self.output_name = output.name
+        rows_of = output.shape[-1] if output.shape else None  # None or a name when not fixed
+        if isinstance(rows_of, int) and rows_of != 7:
+            raise FormatError(self.onnx_path, f"is not an SSD detector: its output '{output.name}' has shape "
+                                              f"{output.shape}, not DetectionOutput rows of 7 (exported with --raw?)")
 
     @staticmethod
     def _spec(prototxt, weights, labels, preprocessing) -> ModelSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
+from caffessd.errors import CaffessdError
 from caffessd.net import Net
 
 
@@ -46,8 +47,13 @@ def summarize(prototxt, weights=None, phase: str = "TEST", input_shape: Optional
     net = Net.load(prototxt, weights, phase=phase)
     overrides = {}
     if input_shape:
-        first_input = next(iter(net.input_shapes()), None)
+        declared = net.input_shapes()
+        first_input = next(iter(declared), None)
         if first_input is not None:
+            if len(input_shape) != len(declared[first_input]):
+                raise CaffessdError(f"{prototxt}: input shape {'x'.join(map(str, input_shape))} has "
+                                    f"{len(input_shape)} dimensions, input '{first_input}' has "
+                                    f"{len(declared[first_input])}")
             overrides[first_input] = tuple(input_shape)
     rows = [
         LayerRow(info.name, info.type, list(info.layer.bottom), list(info.layer.top),
