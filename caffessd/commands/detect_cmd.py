@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -50,7 +51,7 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
         click.echo(f"converted the Caffe model to {detector.onnx_path} (cached for later runs)", err=True)
     results, failures = [], []
     out_dir = Path(out_dir)
-    with click.progressbar(paths, label="detecting", file=click.get_text_stream("stderr"),
+    with click.progressbar(paths, label="detecting", file=sys.stderr,
                            hidden=len(paths) < 2) as bar:
         for index, path in enumerate(bar):
             try:

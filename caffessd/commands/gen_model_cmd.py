@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+import sys
+
 import click
 
 from caffessd.commands.options import parse_floats, parse_size
@@ -108,7 +110,7 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
     if init_weights:
         check_writable(init_weights)
         total = learnable_layer_count(build_net(config, "deploy"))
-        bar = click.progressbar(length=total, label="initialising weights", file=click.get_text_stream("stderr"))
+        bar = click.progressbar(length=total, label="initialising weights", file=sys.stderr)
         with bar:
             written = generate(config, out_dir, stages, init_weights=init_weights, seed=seed,
                                progress=lambda _name: bar.update(1))
