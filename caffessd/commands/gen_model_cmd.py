@@ -5,9 +5,8 @@ validates itself; every file is built before the first one is written.
 """
 from __future__ import annotations
 
-from typing import List, Optional
-
 import sys
+from typing import List, Optional
 
 import click
 
