@@ -181,8 +181,10 @@ class Detector:
     def to_detections(self, rows: np.ndarray, width: int, height: int) -> List[Detection]:
         detections = []
         for _, label, score, *box in rows:
-            if label < 0 or score < self.threshold:
-                continue  # Caffe pads an empty result with a row of -1
+            # An empty result is one padding row: all -1 in Caffe, all 0 in the
+            # ONNX export (as in OpenCV 4.x); neither is a detection.
+            if label < 0 or score <= 0 or score < self.threshold:
+                continue
             norm = tuple(float(min(max(v, 0.0), 1.0)) for v in box)
             pixels = (norm[0] * width, norm[1] * height, norm[2] * width, norm[3] * height)
             label = int(label)

@@ -128,3 +128,12 @@ def test_exported_onnx_carries_preprocessing_and_labels(run_cli, tmp_path, face_
     detector = Detector(onnx_path=model)
     assert detector.labels == {0: "background", 1: "face"}
     assert (detector.preprocessing.width, detector.preprocessing.height) == (320, 240)
+
+
+def test_padding_rows_are_not_detections(detector):
+    zero_threshold = Detector(onnx_path=detector.onnx_path, threshold=0.0)
+    padding = np.array([[0, 0, 0, 0, 0, 0, 0], [-1, -1, -1, -1, -1, -1, -1]], dtype=np.float32)
+    assert zero_threshold.to_detections(padding, 640, 480) == []
+    real = np.array([[0, 1, 0.25, 0.1, 0.2, 0.5, 0.6]], dtype=np.float32)
+    (det,) = zero_threshold.to_detections(real, 640, 480)
+    assert det.name == "face" and np.allclose(det.box, (64, 96, 320, 288))
