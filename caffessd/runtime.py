@@ -155,7 +155,7 @@ class Detector:
         if preprocessing is not None:
             spec.preprocessing = preprocessing
         if spec.preprocessing is None:
-            spec.preprocessing = _preprocessing_from_net(spec.prototxt)
+            spec.preprocessing = preprocessing_for_net(spec.prototxt)
         if labels:
             spec.labels = labels
         return spec
@@ -192,7 +192,8 @@ class Detector:
         return detections
 
 
-def _preprocessing_from_net(prototxt) -> Preprocessing:
+def preprocessing_for_net(prototxt) -> Preprocessing:
+    """Default preprocessing for a deploy net: its input size, no mean, scale 1, BGR."""
     from caffessd.net import Net
 
     shapes = list(Net.load(prototxt).input_shapes().values())

@@ -79,9 +79,9 @@ def _preprocessing(prototxt, mean, scale, rgb):
         raise click.UsageError("--mean, --scale and --rgb apply to a Caffe model (--model); the embedded "
                                "model and exported ONNX files carry their own preprocessing")
     from caffessd.preprocess import parse_mean
-    from caffessd.runtime import _preprocessing_from_net
+    from caffessd.runtime import preprocessing_for_net
 
-    prep = _preprocessing_from_net(prototxt)
+    prep = preprocessing_for_net(prototxt)
     if mean is not None:
         try:
             prep.mean = parse_mean(mean)
