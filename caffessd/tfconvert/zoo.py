@@ -27,6 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from caffessd.generators import mobilenet_v1
+from caffessd.generators.mobilenet_v2 import make_divisible
+
 ARCHITECTURES = ("ssd_mobilenet_v1", "ssd_mobilenet_v2", "ssdlite_mobilenet_v2")
 
 # Model-zoo names users know, mapped to the architecture they use.
@@ -123,22 +126,9 @@ class ModelSpec:
 
 # ---------------------------------------------------------------- depth rules
 
-def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
-    """MobileNetV2's channel rounding (slim nets/mobilenet/mobilenet.py)."""
-    if min_value is None:
-        min_value = divisor
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:  # never round down by more than 10%
-        rounded += divisor
-    return rounded
-
-
-def v1_depth(depth: int, multiplier: float, min_depth: int) -> int:
-    return max(int(depth * multiplier), min_depth)
-
-
-def extra_depth(depth: float, multiplier: float, min_depth: int) -> int:
-    return max(int(depth * multiplier), min_depth)
+# gen-model's rounding rules (TF-slim's), so that the catalogue and the
+# generated nets cannot disagree about a channel count.
+v1_depth = extra_depth = mobilenet_v1.depth
 
 
 # ---------------------------------------------------------------- backbones
@@ -170,14 +160,14 @@ def _v1_backbone(mult: float, min_depth: int) -> List[ConvSpec]:
 
 def _v2_backbone(mult: float, min_depth: int) -> List[ConvSpec]:
     pre = "FeatureExtractor/MobilenetV2/"
-    c0 = make_divisible(32 * mult, 8, min_depth)
+    c0 = make_divisible(32 * mult, minimum=min_depth)
     convs = [ConvSpec(pre + "Conv", "Conv", False, 3, 2, 3, c0, True, True)]
     cin = c0
     for i, (depth, stride) in enumerate(_V2_BLOCKS):
         tf_block = "expanded_conv" if i == 0 else f"expanded_conv_{i}"
         caffe_block = "conv" if i == 0 else f"conv_{i}"
-        cout = make_divisible(depth * mult, 8, min_depth)
-        inner = cin if i == 0 else make_divisible(cin * 6, 8)
+        cout = make_divisible(depth * mult, minimum=min_depth)
+        inner = cin if i == 0 else make_divisible(cin * 6)
         if inner > cin:
             convs.append(ConvSpec(f"{pre}{tf_block}/expand", f"{caffe_block}/expand", False, 1, 1,
                                   cin, inner, True, True))
@@ -186,7 +176,7 @@ def _v2_backbone(mult: float, min_depth: int) -> List[ConvSpec]:
         convs.append(ConvSpec(f"{pre}{tf_block}/project", f"{caffe_block}/project", False, 1, 1,
                               inner, cout, True, False))
         cin = cout
-    c_last = make_divisible(1280 * mult, 8, min_depth)
+    c_last = make_divisible(1280 * mult, minimum=min_depth)
     convs.append(ConvSpec(pre + "Conv_1", "Conv_1", False, 1, 1, cin, c_last, True, True))
     return convs
 
