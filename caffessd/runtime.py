@@ -128,10 +128,12 @@ class Detector:
             onnx_path, self.converted = convert_cached(spec, cache)
         self.onnx_path = Path(onnx_path)
         from caffessd.onnxconv import onnx_session, read_metadata
+        from caffessd.onnxconv.metadata import load_model
 
-        metadata = read_metadata(self.onnx_path)
+        model = load_model(self.onnx_path)  # read once: metadata and session
+        metadata = read_metadata(model)
         try:
-            self.session = onnx_session(self.onnx_path, threads)
+            self.session = onnx_session(model, threads)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise FormatError(self.onnx_path, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         self.preprocessing = preprocessing or self._stored_preprocessing(metadata)

@@ -33,7 +33,7 @@ def random_weights(net, seed: int = 0, loc_scale: float = 1.0):
     """Plausible random blobs for every learnable layer of `net` (a Net without weights).
 
     BatchNorm gets positive variances and a scale-factor blob of 2 (0 for
-    layers named *_f0, Caffe's "no scaling"); PReLU slopes and Normalize
+    layers named *_f0, where Caffe multiplies the statistics by 0); PReLU slopes and Normalize
     scales stay in their usual ranges; layers named *loc* are scaled by
     `loc_scale` so decoded boxes stay near their priors.
     """
@@ -45,7 +45,7 @@ def random_weights(net, seed: int = 0, loc_scale: float = 1.0):
             continue
         if kind == "BatchNorm":
             c = shapes[0]
-            factor = 0.0 if name.endswith("_f0") else 2.0
+            factor = 0.0 if name.endswith("_f0") else 2.0  # 0: Caffe zeroes the statistics
             arrays = [rng.normal(0, 1, c), rng.uniform(0.5, 2.0, c), np.array([factor])]
         elif kind == "PReLU":
             arrays = [rng.uniform(0.05, 0.5, shapes[0])]

@@ -54,15 +54,20 @@ def set_metadata(model: onnx.ModelProto, values: Dict[str, Any]) -> None:
             entry.key, entry.value = full, text
 
 
+def load_model(path: Union[str, os.PathLike]) -> onnx.ModelProto:
+    """Read an .onnx file, naming it in the error when it is missing or not ONNX."""
+    try:
+        return onnx.load(os.fspath(path), load_external_data=False)
+    except FileNotFoundError:
+        raise FormatError(path, "no such file") from None
+    except Exception as exc:  # onnx raises DecodeError and others
+        raise FormatError(path, f"not an ONNX model ({exc.__class__.__name__})") from None
+
+
 def read_metadata(model: Union[onnx.ModelProto, str, os.PathLike]) -> Dict[str, Any]:
     """All caffessd.* metadata of a model (or .onnx file), JSON-decoded."""
     if not isinstance(model, onnx.ModelProto):
-        try:
-            model = onnx.load(os.fspath(model), load_external_data=False)
-        except FileNotFoundError:
-            raise FormatError(model, "no such file") from None
-        except Exception as exc:  # onnx raises DecodeError and others
-            raise FormatError(model, f"not an ONNX model ({exc.__class__.__name__})") from None
+        model = load_model(model)
     found = {}
     for prop in model.metadata_props:
         if prop.key.startswith(PREFIX):
