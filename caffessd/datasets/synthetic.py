@@ -29,19 +29,22 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _distinct_colour(rng: np.random.Generator, under: np.ndarray, channel=None) -> Tuple[int, int, int]:
+def _distinct_colour(rng: np.random.Generator, under: np.ndarray, base=None) -> Tuple[int, int, int]:
     """A random colour at least 90 away (sum of channel differences) from the mean colour
-    beneath it; with `channel`, one whose strongest channel is that one."""
+    beneath it; with `base`, one within 40 of that colour in each channel."""
     mean = under.reshape(-1, 3).mean(axis=0)
-    while True:
-        colour = rng.integers(0, 256, 3)
-        if channel is not None:
-            colour[channel] = max(int(colour[channel]), int(colour.max()) + 1, 160)
-            colour = np.minimum(colour, 255)
-            if np.argmax(colour) != channel or np.sort(colour)[-2] == colour[channel]:
-                continue
+    for _ in range(100):
+        if base is None:
+            colour = rng.integers(0, 256, 3)
+        else:
+            colour = np.clip(np.asarray(base) + rng.integers(-40, 41, 3), 0, 255)
         if np.abs(colour - mean).sum() >= 90:
-            return tuple(int(c) for c in colour)
+            break
+    return tuple(int(c) for c in colour)
+
+
+# Class colours of colour_hint: red, green, blue, then yellow, magenta, cyan.
+HINT_COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (220, 40, 220), (40, 220, 220))
 
 
 def _draw(draw, shape: str, box: Tuple[int, int, int, int], colour, rng: np.random.Generator) -> None:
@@ -67,8 +70,8 @@ def shapes_image(rng: np.random.Generator, size: int, max_objects: int = 2,
                  colour_hint: bool = False):
     """One image (uint8 RGB, size x size) and its objects [(shape, (x0, y0, x1, y1))],
     pixel corners inclusive; objects overlap each other by at most 20% of the smaller one.
-    `colour_hint`: the class also sets the colour's strongest channel (R, G, B in turn),
-    an easier task that small nets learn in a few hundred iterations."""
+    `colour_hint`: each class also has its own colour (HINT_COLOURS, jittered), an easier
+    task that a small net learns from scratch in a few hundred iterations."""
     from PIL import Image, ImageDraw
 
     pixels = _background(rng, size)
@@ -90,8 +93,8 @@ def shapes_image(rng: np.random.Generator, size: int, max_objects: int = 2,
         shape = shapes[int(rng.integers(len(shapes)))]
         if shape == "square":  # a square stays square
             box = (x0, y0, x0 + min(w, h), y0 + min(w, h))
-        channel = shapes.index(shape) % 3 if colour_hint else None
-        _draw(draw, shape, box, _distinct_colour(rng, pixels[box[1]:box[3] + 1, box[0]:box[2] + 1], channel), rng)
+        base = HINT_COLOURS[shapes.index(shape) % len(HINT_COLOURS)] if colour_hint else None
+        _draw(draw, shape, box, _distinct_colour(rng, pixels[box[1]:box[3] + 1, box[0]:box[2] + 1], base), rng)
         objects.append((shape, box))
     return np.asarray(image), objects
 

@@ -321,7 +321,9 @@ class Trainer:
                     self.write_snapshot()
         if p.snapshot_after_train and self.solver.iter > start and (not p.snapshot or self.solver.iter % p.snapshot):
             self.write_snapshot()
-        if p.test_interval and self.solver.iter % p.test_interval == 0 and self.test_nets and self.solver.iter > start:
+        # Caffe's Solve() tests once more at the end whenever the interval divides the
+        # iteration, even when no step ran: that is how test.sh (max_iter 0) evaluates.
+        if p.test_interval and self.solver.iter % p.test_interval == 0 and self.test_nets:
             self.test_all()
         self.log("Optimization Done.")
         return self.smoothed_loss
