@@ -5,7 +5,8 @@ layout (caffessd.datasets.synthetic), make-lmdb for its trainval and test
 splits, gen-model for a small net, `caffessd train` from gen-model's initial
 weights (testing the held-out split every --test-interval iterations; the
 loss/mAP curves go to snapshot/mobilenet_curves.png), then merge-bn on the
-last snapshot and `caffessd eval` of the merged deploy net on the test split.
+last snapshot and `caffessd eval` of the merged deploy net on the test split;
+finally export-onnx and quantize of the merged net and eval of fp32 against int8.
 
     python scripts/train_shapes.py --workdir /tmp/shapes                       # 3000 iterations
     python scripts/train_shapes.py --workdir /tmp/shapes --iterations 300 --train-images 400
@@ -107,6 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--input", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-int8", dest="int8", action="store_false",
+                        help="skip the int8 step (export-onnx, quantize, eval of fp32 against int8)")
     return parser.parse_args(argv)
 
 
@@ -126,9 +129,22 @@ def workflow(args) -> dict:
              "--dataset", data, "--format", "voc", "--split", "test", "--labelmap", data / "labelmap.prototxt",
              "--out", work / "eval")
     report = json.loads((work / "eval" / "report.json").read_text())
-    return {"data": data, "model": model, "snapshot": snapshot, "train_seconds": took,
+    int8 = int8_comparison(work, data, model) if args.int8 else None
+    return {"int8": int8, "data": data, "model": model, "snapshot": snapshot, "train_seconds": took,
             "test_maps": [float(line.split("=")[1]) for line in log.splitlines() if "detection_eval" in line],
             "eval_map": report["results"][0]["summary"]["mAP"], "curves": model / "snapshot" / "mobilenet_curves.png"}
+
+
+def int8_comparison(work: Path, data: Path, model: Path) -> dict:
+    """The merged net as fp32 ONNX and as int8 (calibrated on 100 trainval images), both
+    evaluated by `caffessd eval` on the held-out split: {model name: mAP}."""
+    caffessd("export-onnx", model / "merged.prototxt", model / "merged.caffemodel", "-o", model / "fp32.onnx")
+    caffessd("quantize", model / "fp32.onnx", "--calibrate", work / "trainval_lmdb", "--images", 100,
+             "-o", model / "int8.onnx")
+    caffessd("eval", model / "fp32.onnx", model / "int8.onnx", "--dataset", data, "--format", "voc",
+             "--split", "test", "--labelmap", data / "labelmap.prototxt", "--out", work / "eval_int8")
+    report = json.loads((work / "eval_int8" / "report.json").read_text())
+    return {r["model"]: r["summary"]["mAP"] for r in report["results"]}
 
 
 def main() -> None:
@@ -139,6 +155,9 @@ def main() -> None:
           f"in {took / 60:.1f} min ({args.iterations * args.batch / took:.1f} img/s)")
     print("test mAP during training (detection_eval):", ", ".join(f"{v:.3f}" for v in result["test_maps"]))
     print(f"merged deploy net, caffessd eval on {args.test_images} held-out images: mAP {result['eval_map']:.4f} (voc07)")
+    if result["int8"]:
+        print("int8 vs fp32 ONNX of the merged net, caffessd eval on the held-out images:",
+              ", ".join(f"{name} mAP {value:.4f}" for name, value in result["int8"].items()))
     print(f"curves: {result['curves']}; PR curves: {args.workdir / 'eval'}")
 
 

@@ -1,7 +1,7 @@
 """`caffessd train` learns, end to end, as a user runs it.
 
 scripts/train_shapes.py's recipe at a small scale, every step a `caffessd`
-command in a subprocess: a generated shapes dataset (seed 0: 400 trainval and
+command in a subprocess: a generated shapes dataset (seed 0: 1000 trainval and
 80 held-out test images of circles, squares and triangles, 128x128, on noisy
 gradients) -> make-lmdb -> gen-model (MobileNet-SSD, width 0.5, 96x96) ->
 `caffessd train` from gen-model's initial weights, 500 iterations of batch 16
@@ -10,13 +10,14 @@ snapshot -> `caffessd eval` of the merged deploy net on the held-out images,
 and `caffessd detect` on held-out photos.
 
 Measured (seed 0, voc07 mAP on the 80 held-out images): gen-model's initial
-weights, tested by the test solver at max_iter 0 as test.sh runs it, score at
-chance (<= 0.1); after training the test net scores 0.30 and the merged deploy
-net 0.31 in `caffessd eval`, and detect at score >= 0.1 finds 44 of the 63
-shapes in the first 40 held-out photos (IoU >= 0.5, right class). The test
-asks for mAP >= 0.2 after training, <= 0.1 before, and detect finding at least
-half of those shapes. About 2 minutes of training on 2 idle cores (4 minutes
-with another job beside it).
+weights, tested by the test solver at max_iter 0 as test.sh runs it, score
+0.015 (chance); after training the test net scores 0.29 at iteration 250 and
+0.586 at 500, the merged deploy net 0.585 in `caffessd eval`, and detect at
+score >= 0.1 finds 43 of the 55 shapes in the first 40 held-out photos
+(IoU >= 0.5, right class). The test asks for mAP >= 0.4 after training, <= 0.1
+before, and detect finding at least half of those shapes. 2m10s on the 2-core
+machine. The same recipe at full scale (scripts/train_shapes.py: 2000 images,
+3000 iterations, 13 minutes) reaches 0.907.
 """
 import importlib.util
 import json
@@ -59,8 +60,8 @@ def ground_truth(xml_path: Path):
 def trained(tmp_path_factory):
     recipe = load_recipe()
     work = tmp_path_factory.mktemp("shapes")
-    args = recipe.parse_args(["--workdir", str(work), "--train-images", "400", "--test-images", "80",
-                              "--iterations", "500", "--test-interval", "250"])
+    args = recipe.parse_args(["--workdir", str(work), "--train-images", "1000", "--test-images", "80",
+                              "--iterations", "500", "--test-interval", "250", "--no-int8"])
     return recipe, args, recipe.workflow(args)
 
 
@@ -76,8 +77,8 @@ def test_untrained_net_is_at_chance(trained, run_cli):
 
 def test_trained_net_finds_the_shapes(trained):
     _, _, result = trained
-    assert result["test_maps"][-1] >= 0.2, result["test_maps"]
-    assert result["eval_map"] >= 0.2, result["eval_map"]
+    assert result["test_maps"][-1] >= 0.4, result["test_maps"]
+    assert result["eval_map"] >= 0.4, result["eval_map"]
     assert result["curves"].is_file()
 
 
