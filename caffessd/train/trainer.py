@@ -217,8 +217,8 @@ class Trainer:
         BatchNorm use whole-batch counts and statistics, so this equals one device."""
         tf, strategy = self.tf, self.strategy
         count = strategy.num_replicas_in_sync
-        images = np.asarray(images, np.float32)
-        rows = np.asarray(gt, np.float32).reshape(-1, 8)
+        images = np.asarray(images)
+        rows = np.asarray(gt).reshape(-1, 8)
         if images.shape[0] % count:
             raise CaffessdError(f"batch {images.shape[0]} does not split evenly over {count} replicas")
         per = images.shape[0] // count

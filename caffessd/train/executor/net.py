@@ -29,6 +29,9 @@ from caffessd.train.tfimport import tensorflow
 EVALUATION_TYPES = {"DetectionOutput", "DetectionEvaluate", "Accuracy"}
 # Layers whose tops are fed from outside the graph.
 INPUT_TYPES = DATA_LAYER_TYPES | {"Input"}
+# The blobs' dtype. float32 as Caffe; tests set float64 to tell an arithmetic
+# error from float32 rounding (e.g. the distributed equality with BatchNorm).
+PARAM_DTYPE = np.float32
 
 
 @dataclass
@@ -71,7 +74,7 @@ class ParamStore:
             # Statistics are written inside a (possibly replicated) step with the
             # same value on every replica: the first replica's write is kept.
             aggregation = tf.VariableAggregation.NONE if trainable else tf.VariableAggregation.ONLY_FIRST_REPLICA
-            var = tf.Variable(np.asarray(array, np.float32).reshape(info.param_shapes[i]),
+            var = tf.Variable(np.asarray(array, PARAM_DTYPE).reshape(info.param_shapes[i]),
                               name=f"{info.name.replace('/', '_')}_{i}", trainable=trainable, aggregation=aggregation)
             variables.append(var)
             self.params.append(Param(info.name, i, var, float(spec.lr_mult), float(spec.decay_mult), trainable))
@@ -86,7 +89,7 @@ class ParamStore:
     def assign(self, weights: Dict[str, List[np.ndarray]]) -> None:
         for name, arrays in weights.items():
             for var, array in zip(self.variables.get(name, []), arrays):
-                var.assign(np.asarray(array, np.float32).reshape(var.shape))
+                var.assign(np.asarray(array, var.dtype.as_numpy_dtype).reshape(var.shape))
 
 
 def data_input_shapes(param: caffe_pb2.NetParameter, batch: Optional[int] = None) -> Dict[str, tuple]:

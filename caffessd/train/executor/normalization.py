@@ -80,7 +80,7 @@ def batch_norm(ctx, info):
     if uses_global_stats(layer, ctx.training):
         scale = tf.where(factor[0] == 0, tf.zeros_like(factor[0]), 1.0 / factor[0])
         mean, var = mean_sum * scale, var_sum * scale
-    elif FUSED and layout == NHWC and rank == 4 and _replicas(tf) == 1:
+    elif FUSED and layout == NHWC and rank == 4 and _replicas(tf) == 1 and x.dtype != tf.float64:
         # TensorFlow's fused kernel normalises with the biased batch variance, as
         # Caffe does, and returns the Bessel-corrected one, which is exactly
         # Caffe's m/(m-1) * var for the running sum.
