@@ -22,7 +22,7 @@ import numpy as np
 from caffessd import caffe_pb2, protoio
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.net import Net, filter_phase
-from caffessd.train import inputs, snapshot
+from caffessd.train import devices, inputs, snapshot
 from caffessd.train.executor import ParamStore, TFNet, initial_weights
 from caffessd.train.solver import Solver
 from caffessd.train.tfimport import tensorflow
@@ -63,6 +63,12 @@ class Trainer:
         tf.random.set_seed(self.seed)
         # Under a tf.distribute strategy every variable (blobs, histories) is mirrored.
         self.strategy = strategy
+        # With several workers only the chief logs and writes files (every worker
+        # holds the same weights after each step).
+        self.chief = devices.is_chief(strategy)
+        if not self.chief:
+            self.log = lambda line: None
+            self.show_progress = False
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             self._build(input_fn, compiled)
@@ -147,6 +153,8 @@ class Trainer:
         self.solver.restore(state, os.fspath(state_path))
 
     def write_snapshot(self):
+        if not self.chief:
+            return None, None
         prefix = self.param.snapshot_prefix or str(self.solver_path.with_suffix(""))
         model_path, state_path = snapshot.snapshot_paths(prefix, self.solver.iter)
         self.log(f"Snapshotting to binary proto file {model_path}")
@@ -330,6 +338,8 @@ class Trainer:
 
     def test_all(self) -> List[float]:
         results = []
+        if not self.chief:
+            return results
         for k, net in enumerate(self.test_nets):
             self.log(f"Iteration {self.solver.iter}, Testing net (#{k})")
             value = self.test(k)
