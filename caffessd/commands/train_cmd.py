@@ -38,7 +38,7 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, progress)
     strategy = training_strategy(gpus)
     if mixed_precision:
         check_mixed_precision()
-    trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy)
+    trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy, mixed_precision=mixed_precision)
     del param
     if resume:
         trainer.resume(resume)

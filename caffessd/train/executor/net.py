@@ -139,11 +139,14 @@ class TFNet:
         return [i.name for i in self.infos if i.type in ("MultiBoxLoss",)]
 
     def forward(self, feeds: Dict[str, object], training: Optional[bool] = None, update_stats: bool = False,
-                stop_after: Optional[str] = None) -> ForwardContext:
+                stop_after: Optional[str] = None, compute_dtype=None) -> ForwardContext:
         """Run the layers on `feeds` ({data top: NCHW tensor}); returns the context with all blobs."""
         training = self.phase == "TRAIN" if training is None else training
-        ctx = ForwardContext(self.store.variables, training, update_stats)
+        ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype)
+        tf = ctx.tf
         for blob, value in feeds.items():
+            if compute_dtype is not None and value.dtype.is_floating and blob == self.data_layers[0].layer.top[0]:
+                value = tf.cast(value, compute_dtype)
             ctx.feed(blob, value)
         for info in self.infos:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
