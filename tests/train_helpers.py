@@ -68,7 +68,7 @@ def synthetic_input(batches_by_phase):
                 yield images, gt
         sample = batches[0][0]
         return tf.data.Dataset.from_generator(generate, output_signature=(
-            tf.TensorSpec(sample.shape, tf.float32), tf.TensorSpec([None, 8], tf.float32)))
+            tf.TensorSpec(sample.shape, tf.as_dtype(sample.dtype)), tf.TensorSpec([None, 8], tf.float32)))
     return build_input
 
 

@@ -19,8 +19,10 @@ from caffessd.errors import CaffessdError
               help="GPU ids as Caffe takes them ('0', 'all'); default: a GPU when TensorFlow sees one, else CPU")
 @click.option("--data-root", type=click.Path(file_okay=False),
               help="folder that the data layers' relative LMDB sources are read from [default: current folder]")
+@click.option("--mixed-precision", is_flag=True,
+              help="float16 compute with float32 master weights and loss scaling (GPUs only)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar (images/s, ETA) on stderr")
-def command(solver, weights, resume, gpus, data_root, progress):
+def command(solver, weights, resume, gpus, data_root, mixed_precision, progress):
     """Train the solver's train_net (testing its test_net every test_interval)
     with Caffe's semantics; snapshots PREFIX_iter_N.caffemodel/.solverstate."""
     if weights and resume:
@@ -28,11 +30,15 @@ def command(solver, weights, resume, gpus, data_root, progress):
     from caffessd import caffe_pb2, protoio
 
     param = protoio.read_prototxt(solver, caffe_pb2.SolverParameter)  # a bad solver fails before TensorFlow loads
-    from caffessd.train.devices import check_gpus
+    from caffessd.train.devices import check_mixed_precision, training_strategy
     from caffessd.train.trainer import Trainer
 
-    check_gpus(gpus)
-    trainer = Trainer(solver, root=data_root, progress=progress)
+    # Before any TensorFlow op: TF_CONFIG -> MultiWorkerMirroredStrategy,
+    # several --gpus -> MirroredStrategy, else one device.
+    strategy = training_strategy(gpus)
+    if mixed_precision:
+        check_mixed_precision()
+    trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy, mixed_precision=mixed_precision)
     del param
     if resume:
         trainer.resume(resume)

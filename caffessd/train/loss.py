@@ -143,6 +143,8 @@ def multibox_loss_layer(ctx, info):
     layer = info.layer
     settings = multibox.Settings.from_layer(layer)
     loc, conf, priors, gt = (ctx.get(b) for b in layer.bottom[:4])
+    if loc.dtype == ctx.tf.float16:  # mixed precision: the loss in float32
+        loc, conf = ctx.tf.cast(loc, ctx.tf.float32), ctx.tf.cast(conf, ctx.tf.float32)
     loss, num_matches, positives = multibox_loss(loc, conf, priors, gt, settings)
     weight = layer.loss_weight[0] if layer.loss_weight else 1.0
     ctx.set(layer, 0, loss)

@@ -22,7 +22,7 @@ import numpy as np
 from caffessd import caffe_pb2, protoio
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.net import Net, filter_phase
-from caffessd.train import inputs, snapshot
+from caffessd.train import devices, inputs, precision, snapshot
 from caffessd.train.executor import ParamStore, TFNet, initial_weights
 from caffessd.train.solver import Solver
 from caffessd.train.tfimport import tensorflow
@@ -50,7 +50,7 @@ class Trainer:
 
     def __init__(self, solver, *, input_fn: Optional[Callable] = None, root=None,
                  log: Optional[Callable[[str], None]] = None, progress: bool = True,
-                 shard=(0, 1), compiled: bool = True, strategy=None):
+                 shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False):
         self.tf = tf = tensorflow()
         self.solver_path = Path(solver) if not isinstance(solver, caffe_pb2.SolverParameter) else Path("solver.prototxt")
         self.param = solver if isinstance(solver, caffe_pb2.SolverParameter) else read_solver(solver)
@@ -61,8 +61,17 @@ class Trainer:
         self.shard = shard
         self.seed = int(self.param.random_seed) if self.param.random_seed >= 0 else 0
         tf.random.set_seed(self.seed)
+        # Mixed precision: float16 layers, float32 blobs/solver/snapshots, a dynamic loss scale.
+        self.compute_dtype = tf.float16 if mixed_precision else None
+        self.loss_scale = precision.DynamicLossScale() if mixed_precision else None
         # Under a tf.distribute strategy every variable (blobs, histories) is mirrored.
         self.strategy = strategy
+        # With several workers only the chief logs and writes files (every worker
+        # holds the same weights after each step).
+        self.chief = devices.is_chief(strategy)
+        if not self.chief:
+            self.log = lambda line: None
+            self.show_progress = False
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             self._build(input_fn, compiled)
@@ -88,8 +97,8 @@ class Trainer:
         # compiled=False runs eagerly: same arithmetic, no tracing (quicker for a few steps).
         step = self._forward_backward
         if self.strategy is not None:
-            def step(images, gt):
-                return self.strategy.run(self._forward_backward, args=(images, gt))
+            def step(images, gt, scale):
+                return self.strategy.run(self._forward_backward, args=(images, gt, scale))
         self._step_fn = tf.function(step, reduce_retracing=True) if compiled else step
         self._batches = None
         self.last_snapshot: Optional[Path] = None
@@ -147,6 +156,8 @@ class Trainer:
         self.solver.restore(state, os.fspath(state_path))
 
     def write_snapshot(self):
+        if not self.chief:
+            return None, None
         prefix = self.param.snapshot_prefix or str(self.solver_path.with_suffix(""))
         model_path, state_path = snapshot.snapshot_paths(prefix, self.solver.iter)
         self.log(f"Snapshotting to binary proto file {model_path}")
@@ -157,16 +168,19 @@ class Trainer:
 
     # ------------------------------------------------------------ one pass
 
-    def _forward_backward(self, images, gt):
+    def _forward_backward(self, images, gt, scale):
         tf = self.tf
         data = self.train_net.data_layers[0].layer
         with tf.GradientTape() as tape:
-            ctx = self.train_net.forward({data.top[0]: images, data.top[1]: gt}, training=True, update_stats=True)
+            ctx = self.train_net.forward({data.top[0]: images, data.top[1]: gt}, training=True, update_stats=True,
+                                         compute_dtype=self.compute_dtype)
             if not ctx.losses:
                 raise CaffessdError("the train net has no loss layer")
             loss = tf.add_n(list(ctx.losses.values()))
-        grads = tape.gradient(loss, self.trainable)
-        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, self.trainable)]
+            scaled = loss * scale  # scale is 1 (exact) without mixed precision
+        grads = tape.gradient(scaled, self.trainable)
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) / scale
+                 for g, v in zip(grads, self.trainable)]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in [loss] + grads])
         # BatchNorm running sums move only when the pass was finite (a failed
         # iteration leaves the last good state behind).
@@ -196,12 +210,19 @@ class Trainer:
         total, accumulated, outputs = 0.0, None, {}
         for _ in range(iter_size):
             images, gt = self._next_batch()
-            if self.strategy is None:
-                loss, grads, finite, matches, outs = self._step_fn(images, gt)
-            else:
-                loss, grads, finite, matches, outs = self._replicated_step(images, gt)
+            while True:
+                scale = tf.constant(self.loss_scale.value if self.loss_scale else 1.0, tf.float32)
+                if self.strategy is None:
+                    loss, grads, finite, matches, outs = self._step_fn(images, gt, scale)
+                else:
+                    loss, grads, finite, matches, outs = self._replicated_step(images, gt, scale)
+                if bool(finite) or not (self.loss_scale and self.loss_scale.can_shrink()):
+                    break
+                self.loss_scale.shrink()  # float16 gradients overflowed: the same batch, a smaller scale
             if not bool(finite):
                 self._fail_non_finite(images, gt, float(loss))
+            if self.loss_scale:
+                self.loss_scale.finite_step()
             if not self.checked_matches:
                 self._check_matches(gt, matches)
             total += float(loss)
@@ -211,14 +232,14 @@ class Trainer:
         self._last_batch = int(images.shape[0]) * iter_size
         return total / iter_size, outputs, accumulated
 
-    def _replicated_step(self, images, gt):
+    def _replicated_step(self, images, gt, scale):
         """The global batch split over the strategy's replicas (gt rows renumbered per
         slice), one step on each, losses and gradients summed: MultiBoxLoss and
         BatchNorm use whole-batch counts and statistics, so this equals one device."""
         tf, strategy = self.tf, self.strategy
         count = strategy.num_replicas_in_sync
-        images = np.asarray(images, np.float32)
-        rows = np.asarray(gt, np.float32).reshape(-1, 8)
+        images = np.asarray(images)
+        rows = np.asarray(gt).reshape(-1, 8)
         if images.shape[0] % count:
             raise CaffessdError(f"batch {images.shape[0]} does not split evenly over {count} replicas")
         per = images.shape[0] // count
@@ -231,7 +252,7 @@ class Trainer:
             lambda ctx: tf.constant(parts[ctx.replica_id_in_sync_group][0]))
         gt_values = strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant(parts[ctx.replica_id_in_sync_group][1]))
-        loss, grads, finite, matches, outs = self._step_fn(image_values, gt_values)
+        loss, grads, finite, matches, outs = self._step_fn(image_values, gt_values, scale)
         total = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
         finite = all(bool(f) for f in strategy.experimental_local_results(finite))
         matches = [total(m) for m in matches]
@@ -241,7 +262,8 @@ class Trainer:
 
     def _fail_non_finite(self, images, gt, loss):
         data = self.train_net.data_layers[0].layer
-        ctx = self.train_net.forward({data.top[0]: images, data.top[1]: gt}, training=True)
+        ctx = self.train_net.forward({data.top[0]: images, data.top[1]: gt}, training=True,
+                                     compute_dtype=self.compute_dtype)
         culprit = "the gradients (every layer output was finite)"
         for info in self.train_net.infos:
             for tensor in ctx.layer_outputs.get(info.name, []):
@@ -332,6 +354,8 @@ class Trainer:
 
     def test_all(self) -> List[float]:
         results = []
+        if not self.chief:
+            return results
         for k, net in enumerate(self.test_nets):
             self.log(f"Iteration {self.solver.iter}, Testing net (#{k})")
             value = self.test(k)

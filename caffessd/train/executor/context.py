@@ -20,8 +20,11 @@ NCHW, NHWC = "NCHW", "NHWC"
 class ForwardContext:
     """Blob name -> (tensor, layout) while a net runs; also collects BN updates."""
 
-    def __init__(self, variables, training: bool, update_stats: bool):
+    def __init__(self, variables, training: bool, update_stats: bool, compute_dtype=None):
         self.tf = tensorflow()
+        # Mixed precision: layers compute in float16 on float16 copies of the
+        # float32 (master) blobs; BatchNorm statistics and losses stay float32.
+        self.compute_dtype = compute_dtype
         self.variables = variables          # layer name -> [tf.Variable] in Caffe blob order
         self.training = training            # TRAIN-phase semantics (batch statistics, dropout)
         self.update_stats = update_stats    # collect Caffe's moving-average updates
@@ -76,7 +79,10 @@ class ForwardContext:
     # ------------------------------------------------------------ parameters
 
     def params(self, info) -> list:
-        return self.variables.get(info.name, [])
+        variables = self.variables.get(info.name, [])
+        if self.compute_dtype is None or info.type == "BatchNorm":
+            return variables
+        return [self.tf.cast(v, self.compute_dtype) for v in variables]
 
     def add_stat_update(self, variable, value) -> None:
         self.stat_updates.append((variable, value))

@@ -29,6 +29,9 @@ from caffessd.train.tfimport import tensorflow
 EVALUATION_TYPES = {"DetectionOutput", "DetectionEvaluate", "Accuracy"}
 # Layers whose tops are fed from outside the graph.
 INPUT_TYPES = DATA_LAYER_TYPES | {"Input"}
+# The blobs' dtype. float32 as Caffe; tests set float64 to tell an arithmetic
+# error from float32 rounding (e.g. the distributed equality with BatchNorm).
+PARAM_DTYPE = np.float32
 
 
 @dataclass
@@ -71,7 +74,7 @@ class ParamStore:
             # Statistics are written inside a (possibly replicated) step with the
             # same value on every replica: the first replica's write is kept.
             aggregation = tf.VariableAggregation.NONE if trainable else tf.VariableAggregation.ONLY_FIRST_REPLICA
-            var = tf.Variable(np.asarray(array, np.float32).reshape(info.param_shapes[i]),
+            var = tf.Variable(np.asarray(array, PARAM_DTYPE).reshape(info.param_shapes[i]),
                               name=f"{info.name.replace('/', '_')}_{i}", trainable=trainable, aggregation=aggregation)
             variables.append(var)
             self.params.append(Param(info.name, i, var, float(spec.lr_mult), float(spec.decay_mult), trainable))
@@ -86,7 +89,7 @@ class ParamStore:
     def assign(self, weights: Dict[str, List[np.ndarray]]) -> None:
         for name, arrays in weights.items():
             for var, array in zip(self.variables.get(name, []), arrays):
-                var.assign(np.asarray(array, np.float32).reshape(var.shape))
+                var.assign(np.asarray(array, var.dtype.as_numpy_dtype).reshape(var.shape))
 
 
 def data_input_shapes(param: caffe_pb2.NetParameter, batch: Optional[int] = None) -> Dict[str, tuple]:
@@ -136,11 +139,14 @@ class TFNet:
         return [i.name for i in self.infos if i.type in ("MultiBoxLoss",)]
 
     def forward(self, feeds: Dict[str, object], training: Optional[bool] = None, update_stats: bool = False,
-                stop_after: Optional[str] = None) -> ForwardContext:
+                stop_after: Optional[str] = None, compute_dtype=None) -> ForwardContext:
         """Run the layers on `feeds` ({data top: NCHW tensor}); returns the context with all blobs."""
         training = self.phase == "TRAIN" if training is None else training
-        ctx = ForwardContext(self.store.variables, training, update_stats)
+        ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype)
+        tf = ctx.tf
         for blob, value in feeds.items():
+            if compute_dtype is not None and value.dtype.is_floating and blob == self.data_layers[0].layer.top[0]:
+                value = tf.cast(value, compute_dtype)
             ctx.feed(blob, value)
         for info in self.infos:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:

@@ -73,6 +73,9 @@ def batch_norm(ctx, info):
     layer, param = info.layer, info.layer.batch_norm_param
     eps = float(param.eps) if param.HasField("eps") else 1e-5
     x, layout = ctx.get_any(layer.bottom[0])
+    compute_dtype = x.dtype
+    if x.dtype == tf.float16:
+        x = tf.cast(x, tf.float32)  # statistics in float32 (mixed precision)
     rank = len(info.input_shapes[0])
     axis = _channel_axis(layout, rank)
     reduce_axes = [a for a in range(rank) if a != axis]
@@ -80,7 +83,7 @@ def batch_norm(ctx, info):
     if uses_global_stats(layer, ctx.training):
         scale = tf.where(factor[0] == 0, tf.zeros_like(factor[0]), 1.0 / factor[0])
         mean, var = mean_sum * scale, var_sum * scale
-    elif FUSED and layout == NHWC and rank == 4 and _replicas(tf) == 1:
+    elif FUSED and layout == NHWC and rank == 4 and _replicas(tf) == 1 and x.dtype != tf.float64:
         # TensorFlow's fused kernel normalises with the biased batch variance, as
         # Caffe does, and returns the Bessel-corrected one, which is exactly
         # Caffe's m/(m-1) * var for the running sum.
@@ -92,7 +95,7 @@ def batch_norm(ctx, info):
             ctx.add_stat_update(factor, factor * maf + 1)
             ctx.add_stat_update(mean_sum, mean_sum * maf + tf.stop_gradient(mean))
             ctx.add_stat_update(var_sum, var_sum * maf + tf.stop_gradient(corrected))
-        ctx.set(layer, 0, y, layout)
+        ctx.set(layer, 0, tf.cast(y, compute_dtype), layout)
         return
     else:
         mean, var = _batch_moments(tf, x, reduce_axes, layout, rank, ctx)
@@ -105,7 +108,7 @@ def batch_norm(ctx, info):
             ctx.add_stat_update(mean_sum, mean_sum * maf + batch_mean)
             ctx.add_stat_update(var_sum, var_sum * maf + correction * batch_var)
     y = (x - _per_channel(ctx, mean, layout, rank)) / _per_channel(ctx, tf.sqrt(var + eps), layout, rank)
-    ctx.set(layer, 0, y, layout)
+    ctx.set(layer, 0, tf.cast(y, compute_dtype), layout)
 
 
 @builder("Scale")
