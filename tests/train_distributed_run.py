@@ -70,7 +70,7 @@ def weights(bn, steps, size):
     batches = synthetic_batches(4, size, 3, steps, seed=11)
     results = {}
     for name, strategy in (("one", None), ("mirrored", mirrored())):
-        trainer = make_trainer(bn, size, steps, batches, strategy, mining=False)
+        trainer = make_trainer(bn, size, steps, batches, strategy, mining=False, compiled=False)
         losses = []
         for _ in range(steps):
             loss, _, grads = trainer.iteration()

@@ -50,7 +50,7 @@ for layer in net.layer:
 protoio.write_prototxt(net, folder / "train.prototxt")
 lines = []
 trainer = Trainer(path, input_fn=synthetic_input({"TRAIN": synthetic_batches(4, size, 3, STEPS, seed=11)}),
-                  log=lines.append, progress=False, strategy=strategy)
+                  log=lines.append, progress=False, strategy=strategy, compiled=False)
 trainer.solve()
 print("replicas", strategy.num_replicas_in_sync if strategy is not None else 1)
 print("chief", trainer.chief)

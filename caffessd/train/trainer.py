@@ -177,9 +177,9 @@ class Trainer:
             if not ctx.losses:
                 raise CaffessdError("the train net has no loss layer")
             loss = tf.add_n(list(ctx.losses.values()))
-            scaled = loss * scale  # scale is 1 (exact) without mixed precision
+            scaled = loss * tf.cast(scale, loss.dtype)  # scale is 1 (exact) without mixed precision
         grads = tape.gradient(scaled, self.trainable)
-        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) / scale
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) / tf.cast(scale, v.dtype)
                  for g, v in zip(grads, self.trainable)]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in [loss] + grads])
         # BatchNorm running sums move only when the pass was finite (a failed
