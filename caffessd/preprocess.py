@@ -166,8 +166,12 @@ def make_blob(image_bgr: np.ndarray, prep: Preprocessing) -> np.ndarray:
     if bgr.shape[0] != prep.height or bgr.shape[1] != prep.width:
         bgr = resize_linear(bgr, prep.width, prep.height)
     pixels = bgr[:, :, ::-1] if prep.rgb else bgr
-    blob = (pixels.astype(np.float32) - np.asarray(prep.mean, dtype=np.float32)) * np.float32(prep.scale)
-    return np.ascontiguousarray(blob.transpose(2, 0, 1)[None])
+    # (pixel - mean) * scale in float32, written straight into the CHW blob:
+    # one pass over the output instead of three.
+    blob = np.empty((1, pixels.shape[2], pixels.shape[0], pixels.shape[1]), np.float32)
+    np.subtract(pixels.transpose(2, 0, 1), np.asarray(prep.mean, dtype=np.float32)[:, None, None], out=blob[0])
+    blob *= np.float32(prep.scale)
+    return blob
 
 
 def expand_image_args(args: Sequence[str]) -> list:
