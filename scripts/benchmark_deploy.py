@@ -7,7 +7,8 @@
    calibrated on generated photos.
 2. Folder throughput (images/s) over generated JPEG photos: caffessd's
    pipelined detection (Detector.detect_many: decode-ahead threads, batch N)
-   against a plain OpenCV DNN loop (cv2.imread + blobFromImage + forward).
+   against a plain OpenCV DNN loop (cv2.imread + blobFromImage + forward);
+   also with `threads` streams (images side by side, 1 onnxruntime thread each).
 3. int8 vs fp32 agreement on generated face-photo crops (IoU and score of
    matched faces, and faces found by one model only).
 4. mAP of the face detector, fp32 vs int8, with `caffessd eval` on those
@@ -174,10 +175,10 @@ def agreement(fp32: Path, int8: Path, photos: list, threads: int):
     return ious, score_diffs, only
 
 
-def throughput_caffessd(model: Path, photos: list, threads: int, batch: int, workers: int) -> float:
+def throughput_caffessd(model: Path, photos: list, threads: int, batch: int, workers: int, streams: int = 1) -> float:
     detector = Detector(onnx_path=model, threads=threads)
     start = time.perf_counter()
-    count = sum(1 for _ in detector.detect_many(photos, batch=batch, workers=workers))
+    count = sum(1 for _ in detector.detect_many(photos, batch=batch, workers=workers, streams=streams))
     return count / (time.perf_counter() - start)
 
 
@@ -200,6 +201,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50, help="timed runs per model and round (two rounds)")
     parser.add_argument("--photos", type=int, default=500, help="generated photos for the throughput test")
     parser.add_argument("--calibration", type=int, default=20, help="calibration images")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (median of each variant)")
     parser.add_argument("--batch", type=int, default=4, help="batch size of the batched throughput run")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: latency,throughput,agreement,map,startup")
     args = parser.parse_args()
@@ -235,19 +237,33 @@ def main() -> int:
                 print(f"  {name:<26} fp32 {a:7.2f} ms   int8 {b:7.2f} ms   int8 speed-up {a / b:.2f}x")
 
         if "throughput" not in skip:
-            print(f"\nfolder throughput, {len(photos)} photos (decode + preprocess + inference):")
+            print(f"\nfolder throughput, {len(photos)} photos (decode + preprocess + inference), "
+                  f"median of {args.rounds} rounds:")
             for name in ("YuFaceDetectNet 320x240", "MobileNet-SSD 300"):
                 prototxt, weights, prep = models[name]
                 fp32, int8 = exported[name]
                 target = work / f"{name.split()[0]}-b{args.batch}.onnx"
                 batched = export(prototxt, weights, prep, target, args.batch)
-                cv_rate = throughput_opencv(prototxt, weights, prep, photos, args.threads)
-                rates = {"fp32, batch 1": throughput_caffessd(fp32, photos, args.threads, 1, 2),
-                         f"fp32, batch {args.batch}": throughput_caffessd(batched, photos, args.threads, args.batch, 2),
-                         "int8, batch 1": throughput_caffessd(int8, photos, args.threads, 1, 2)}
+                runs = {"OpenCV loop": lambda: throughput_opencv(prototxt, weights, prep, photos, args.threads),
+                        "fp32, batch 1": lambda: throughput_caffessd(fp32, photos, args.threads, 1, 2),
+                        f"fp32, batch {args.batch}": lambda: throughput_caffessd(batched, photos, args.threads,
+                                                                                 args.batch, 2),
+                        "int8, batch 1": lambda: throughput_caffessd(int8, photos, args.threads, 1, 2),
+                        # `detect --streams N`: N images side by side, a 1-thread session each.
+                        f"fp32, {args.threads} streams": lambda: throughput_caffessd(fp32, photos, 1, 1, 2,
+                                                                                      args.threads),
+                        f"int8, {args.threads} streams": lambda: throughput_caffessd(int8, photos, 1, 1, 2,
+                                                                                      args.threads)}
+                # Rounds alternate every variant, so a busy spell slows them all alike; medians reported.
+                rates = {label: [] for label in runs}
+                for _ in range(args.rounds):
+                    for label, run in runs.items():
+                        rates[label].append(run())
+                rates = {label: statistics.median(values) for label, values in rates.items()}
+                cv_rate = rates.pop("OpenCV loop")
                 print(f"  {name}: OpenCV loop {cv_rate:6.1f} img/s")
                 for label, rate in rates.items():
-                    print(f"    caffessd detect_many {label:<14} {rate:6.1f} img/s   {rate / cv_rate:.2f}x OpenCV")
+                    print(f"    caffessd detect_many {label:<16} {rate:6.1f} img/s   {rate / cv_rate:.2f}x OpenCV")
 
         if "agreement" not in skip:
             fp32, int8 = exported["YuFaceDetectNet 320x240"]
