@@ -8,7 +8,9 @@
 2. Folder throughput (images/s) over generated JPEG photos: caffessd's
    pipelined detection (Detector.detect_many: decode-ahead threads, batch N)
    against a plain OpenCV DNN loop (cv2.imread + blobFromImage + forward);
-   also with `threads` streams (images side by side, 1 onnxruntime thread each).
+   also with `threads` streams (images side by side, 1 onnxruntime thread each),
+   with CPU ms per image beside images/s; then decode and resize CPU cost per
+   photo against cv2.imread and cv2.resize (part `preprocess`).
 3. int8 vs fp32 agreement on generated face-photo crops (IoU and score of
    matched faces, and faces found by one model only).
 4. mAP of the face detector, fp32 vs int8, with `caffessd eval` on those
@@ -206,6 +208,41 @@ def throughput_opencv(prototxt, weights, prep: Preprocessing, photos: list, thre
     return timed_images(loop)
 
 
+def preprocessing_costs(photos: list, prep: Preprocessing):
+    """(stage, caffessd CPU ms, OpenCV CPU ms) per photo: decode (Pillow via
+    caffessd.imageread vs cv2.imread; also Pillow's JPEG decode alone) and
+    resize (the numpy copy of INTER_LINEAR vs cv2.resize), each over every
+    photo, best of 3 passes."""
+    import cv2
+
+    from caffessd.preprocess import resize_linear
+
+    cv2.setNumThreads(1)
+
+    def cost(fn, items):
+        passes = []
+        for _ in range(3):
+            start = time.process_time()
+            for item in items:
+                fn(item)
+            passes.append((time.process_time() - start) * 1000.0 / len(items))
+        return min(passes)
+
+    def pillow_decode(path):  # the JPEG decode alone, no conversion to a BGR array
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+
+    images = [load_image(path) for path in photos]
+    size = (prep.width, prep.height)
+    imread = cost(lambda p: cv2.imread(str(p)), photos)
+    return [("decode (JPEG to BGR array)", cost(load_image, photos), imread),
+            ("  of which Pillow's decode", cost(pillow_decode, photos), imread),
+            (f"resize to {size[0]}x{size[1]}", cost(lambda a: resize_linear(a, *size), images),
+             cost(lambda a: cv2.resize(a, size, interpolation=cv2.INTER_LINEAR), images))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -214,7 +251,8 @@ def main() -> int:
     parser.add_argument("--calibration", type=int, default=20, help="calibration images")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (median of each variant)")
     parser.add_argument("--batch", type=int, default=4, help="batch size of the batched throughput run")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: latency,throughput,agreement,map,startup")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: "
+                        "latency,throughput,preprocess,agreement,map,startup")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     import cv2
@@ -278,6 +316,11 @@ def main() -> int:
                 for label, (rate, cpu) in rates.items():
                     print(f"    caffessd detect_many {label:<16} {rate:6.1f} img/s   {rate / cv_rate:.2f}x OpenCV;  "
                           f"CPU {cpu:5.1f} ms/img, {cv_cpu / cpu:.2f}x less")
+
+        if "preprocess" not in skip:
+            print(f"\npreprocessing, CPU ms per photo over {len(photos)} photos, caffessd vs OpenCV (1 thread):")
+            for label, ours, theirs in preprocessing_costs(photos, MOBILENET_PREP):
+                print(f"  {label:<28} caffessd {ours:5.2f} ms   OpenCV {theirs:5.2f} ms   {ours / theirs:.1f}x OpenCV's")
 
         if "agreement" not in skip:
             fp32, int8 = exported["YuFaceDetectNet 320x240"]
