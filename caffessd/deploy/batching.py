@@ -50,7 +50,7 @@ def _prepare(detector, load: Callable) -> Callable:
 def run_batch(detector, blobs: List[np.ndarray], batch: int) -> List[np.ndarray]:
     """DetectionOutput rows of each blob, one run of `batch` images (the last
     batch is topped up with copies of its first image, whose rows are dropped)."""
-    feed = np.concatenate(blobs + [blobs[0]] * (batch - len(blobs)), axis=0)
+    feed = blobs[0] if batch == 1 else np.concatenate(blobs + [blobs[0]] * (batch - len(blobs)), axis=0)
     rows = detector.session.run([detector.output_name], {detector.input_name: feed})[0].reshape(-1, 7)
     if batch == 1:
         return [rows]
