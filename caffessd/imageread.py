@@ -161,7 +161,10 @@ def _limit_hint(limit: Optional[int]) -> str:
 def _to_bgr8(image) -> np.ndarray:
     mode = image.mode
     if mode == "RGB":
-        rgb = np.asarray(image)
+        # Pillow packs its pixels straight into BGR order in C: far cheaper
+        # than flipping an RGB array's channels into a new contiguous one.
+        bgr = np.frombuffer(bytearray(image.tobytes("raw", "BGR")), np.uint8)
+        return bgr.reshape(image.height, image.width, 3)
     elif mode in ("L", "1"):
         grey = np.asarray(image.convert("L") if mode == "1" else image)
         return np.repeat(grey[:, :, None], 3, axis=2)

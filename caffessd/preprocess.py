@@ -117,16 +117,46 @@ def resize_linear(image: np.ndarray, width: int, height: int) -> np.ndarray:
         blocks = src.reshape(height, 2, width, 2, -1).astype(np.int32).sum(axis=(1, 3))
         out = ((blocks + 2) >> 2).astype(np.uint8)
     else:
-        left, right, a0, a1 = _column_taps(src_w, width)
-        top, bottom, b0, b1 = _row_taps(src_h, height)
-
-        def horizontal(rows):  # int32 rows scaled by 2**11, then 4 bits dropped
-            picked = src[rows].astype(np.int32)
-            return (picked[:, left] * a0[None, :, None] + picked[:, right] * a1[None, :, None]) >> 4
-
-        mixed = ((horizontal(top) * b0[:, None, None]) >> 16) + ((horizontal(bottom) * b1[:, None, None]) >> 16)
-        out = np.clip((mixed + 2) >> 2, 0, 255).astype(np.uint8)
+        out = _resize_general(np.ascontiguousarray(src), width, height)
     return out[:, :, 0] if planar else out
+
+
+def _resize_general(src: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The fixed-point INTER_LINEAR steps on a C-contiguous HxWxC uint8 image.
+
+    Each image is seen as rows of W*C bytes: picking the source rows, then the
+    source bytes within them (one index per output byte), keeps every numpy
+    step a gather or element-wise op over whole contiguous rows, about 20x
+    faster than broadcasting weights over a trailing axis of 3."""
+    src_h, src_w, channels = src.shape
+    left, right, a0, a1 = _column_taps(src_w, width)
+    top, bottom, b0, b1 = _row_taps(src_h, height)
+    channel = np.arange(channels)
+    left_bytes = (left[:, None] * channels + channel).reshape(-1)
+    right_bytes = (right[:, None] * channels + channel).reshape(-1)
+    a0, a1 = np.repeat(a0, channels), np.repeat(a1, channels)
+    rows = src.reshape(src_h, src_w * channels)
+
+    def horizontal(row_index):  # int32 rows scaled by 2**11, then 4 bits dropped
+        picked = rows[row_index]
+        mixed = picked[:, left_bytes].astype(np.int32)
+        mixed *= a0
+        right_part = picked[:, right_bytes].astype(np.int32)
+        right_part *= a1
+        mixed += right_part
+        mixed >>= 4
+        return mixed
+
+    upper = horizontal(top)
+    upper *= b0[:, None]
+    upper >>= 16
+    lower = horizontal(bottom)
+    lower *= b1[:, None]
+    lower >>= 16
+    upper += lower
+    upper += 2
+    upper >>= 2
+    return np.clip(upper, 0, 255, out=upper).astype(np.uint8).reshape(height, width, channels)
 
 
 def make_blob(image_bgr: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -136,8 +166,12 @@ def make_blob(image_bgr: np.ndarray, prep: Preprocessing) -> np.ndarray:
     if bgr.shape[0] != prep.height or bgr.shape[1] != prep.width:
         bgr = resize_linear(bgr, prep.width, prep.height)
     pixels = bgr[:, :, ::-1] if prep.rgb else bgr
-    blob = (pixels.astype(np.float32) - np.asarray(prep.mean, dtype=np.float32)) * np.float32(prep.scale)
-    return np.ascontiguousarray(blob.transpose(2, 0, 1)[None])
+    # (pixel - mean) * scale in float32, written straight into the CHW blob:
+    # one pass over the output instead of three.
+    blob = np.empty((1, pixels.shape[2], pixels.shape[0], pixels.shape[1]), np.float32)
+    np.subtract(pixels.transpose(2, 0, 1), np.asarray(prep.mean, dtype=np.float32)[:, None, None], out=blob[0])
+    blob *= np.float32(prep.scale)
+    return blob
 
 
 def expand_image_args(args: Sequence[str]) -> list:

@@ -225,13 +225,16 @@ class Detector:
         rows = self.run_blob(make_blob(bgr, self.preprocessing))
         return self.to_detections(rows, bgr.shape[1], bgr.shape[0])
 
-    def detect_many(self, images, batch: Optional[int] = None, workers: int = 2, load=None):
+    def detect_many(self, images, batch: Optional[int] = None, workers: int = 2, load=None, streams: int = 1):
         """Yield caffessd.deploy.batching.ImageResult per image, in order:
         decoding on `workers` threads overlaps inference, `batch` images per run
-        (the model's batch size, see export-onnx --batch)."""
+        (the model's batch size, see export-onnx --batch), `streams` runs at
+        once (fastest over folders: a Detector made with threads=1, streams =
+        the number of cores)."""
         from caffessd.deploy.batching import detect_many
 
-        return detect_many(self, images, batch=batch, workers=workers, **({"load": load} if load else {}))
+        return detect_many(self, images, batch=batch, workers=workers, streams=streams,
+                           **({"load": load} if load else {}))
 
     def to_detections(self, rows: np.ndarray, width: int, height: int) -> List[Detection]:
         detections = []

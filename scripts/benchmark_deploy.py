@@ -7,7 +7,10 @@
    calibrated on generated photos.
 2. Folder throughput (images/s) over generated JPEG photos: caffessd's
    pipelined detection (Detector.detect_many: decode-ahead threads, batch N)
-   against a plain OpenCV DNN loop (cv2.imread + blobFromImage + forward).
+   against a plain OpenCV DNN loop (cv2.imread + blobFromImage + forward);
+   also with `threads` streams (images side by side, 1 onnxruntime thread each),
+   with CPU ms per image beside images/s; then decode and resize CPU cost per
+   photo against cv2.imread and cv2.resize (part `preprocess`).
 3. int8 vs fp32 agreement on generated face-photo crops (IoU and score of
    matched faces, and faces found by one model only).
 4. mAP of the face detector, fp32 vs int8, with `caffessd eval` on those
@@ -174,11 +177,20 @@ def agreement(fp32: Path, int8: Path, photos: list, threads: int):
     return ious, score_diffs, only
 
 
-def throughput_caffessd(model: Path, photos: list, threads: int, batch: int, workers: int) -> float:
+def throughput_caffessd(model: Path, photos: list, threads: int, batch: int, workers: int, streams: int = 1) -> float:
     detector = Detector(onnx_path=model, threads=threads)
-    start = time.perf_counter()
-    count = sum(1 for _ in detector.detect_many(photos, batch=batch, workers=workers))
-    return count / (time.perf_counter() - start)
+    return timed_images(lambda: sum(1 for _ in detector.detect_many(photos, batch=batch, workers=workers,
+                                                                   streams=streams)))
+
+
+def timed_images(run) -> tuple:
+    """(images/s, CPU ms per image) of run() -> image count. CPU time counts
+    every thread of this process: unlike the rate, it barely moves when other
+    jobs take cores away, so it is the figure to compare on a busy machine."""
+    cpu, start = time.process_time(), time.perf_counter()
+    count = run()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return count / wall, cpu * 1000.0 / count
 
 
 def throughput_opencv(prototxt, weights, prep: Preprocessing, photos: list, threads: int) -> float:
@@ -186,12 +198,49 @@ def throughput_opencv(prototxt, weights, prep: Preprocessing, photos: list, thre
 
     cv2.setNumThreads(threads)
     net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
-    start = time.perf_counter()
-    for path in photos:
-        blob = cv2.dnn.blobFromImage(cv2.imread(str(path)), prep.scale, (prep.width, prep.height), prep.mean)
-        net.setInput(blob)
-        net.forward()
-    return len(photos) / (time.perf_counter() - start)
+
+    def loop():
+        for path in photos:
+            blob = cv2.dnn.blobFromImage(cv2.imread(str(path)), prep.scale, (prep.width, prep.height), prep.mean)
+            net.setInput(blob)
+            net.forward()
+        return len(photos)
+    return timed_images(loop)
+
+
+def preprocessing_costs(photos: list, prep: Preprocessing):
+    """(stage, caffessd CPU ms, OpenCV CPU ms) per photo: decode (Pillow via
+    caffessd.imageread vs cv2.imread; also Pillow's JPEG decode alone) and
+    resize (the numpy copy of INTER_LINEAR vs cv2.resize), each over every
+    photo, best of 3 passes."""
+    import cv2
+
+    from caffessd.preprocess import resize_linear
+
+    cv2.setNumThreads(1)
+
+    def cost(fn, items):
+        passes = []
+        for _ in range(3):
+            start = time.process_time()
+            for item in items:
+                fn(item)
+            passes.append((time.process_time() - start) * 1000.0 / len(items))
+        return min(passes)
+
+    def pillow_decode(path):  # the JPEG decode alone, no conversion to a BGR array
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+
+    images = [load_image(path) for path in photos]
+    size = (prep.width, prep.height)
+    imread = cost(lambda p: cv2.imread(str(p)), photos)
+    return [("decode (JPEG to BGR array)", cost(load_image, photos), imread),
+            ("  of which Pillow's decode", cost(pillow_decode, photos), imread),
+            (f"resize to {size[0]}x{size[1]}", cost(lambda a: resize_linear(a, *size), images),
+             cost(lambda a: cv2.resize(a, size, interpolation=cv2.INTER_LINEAR), images))]
 
 
 def main() -> int:
@@ -200,8 +249,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50, help="timed runs per model and round (two rounds)")
     parser.add_argument("--photos", type=int, default=500, help="generated photos for the throughput test")
     parser.add_argument("--calibration", type=int, default=20, help="calibration images")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (median of each variant)")
     parser.add_argument("--batch", type=int, default=4, help="batch size of the batched throughput run")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: latency,throughput,agreement,map,startup")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: "
+                        "latency,throughput,preprocess,agreement,map,startup")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     import cv2
@@ -235,19 +286,41 @@ def main() -> int:
                 print(f"  {name:<26} fp32 {a:7.2f} ms   int8 {b:7.2f} ms   int8 speed-up {a / b:.2f}x")
 
         if "throughput" not in skip:
-            print(f"\nfolder throughput, {len(photos)} photos (decode + preprocess + inference):")
+            print(f"\nfolder throughput, {len(photos)} photos (decode + preprocess + inference), "
+                  f"median of {args.rounds} rounds:")
             for name in ("YuFaceDetectNet 320x240", "MobileNet-SSD 300"):
                 prototxt, weights, prep = models[name]
                 fp32, int8 = exported[name]
                 target = work / f"{name.split()[0]}-b{args.batch}.onnx"
                 batched = export(prototxt, weights, prep, target, args.batch)
-                cv_rate = throughput_opencv(prototxt, weights, prep, photos, args.threads)
-                rates = {"fp32, batch 1": throughput_caffessd(fp32, photos, args.threads, 1, 2),
-                         f"fp32, batch {args.batch}": throughput_caffessd(batched, photos, args.threads, args.batch, 2),
-                         "int8, batch 1": throughput_caffessd(int8, photos, args.threads, 1, 2)}
-                print(f"  {name}: OpenCV loop {cv_rate:6.1f} img/s")
-                for label, rate in rates.items():
-                    print(f"    caffessd detect_many {label:<14} {rate:6.1f} img/s   {rate / cv_rate:.2f}x OpenCV")
+                runs = {"OpenCV loop": lambda: throughput_opencv(prototxt, weights, prep, photos, args.threads),
+                        "fp32, batch 1": lambda: throughput_caffessd(fp32, photos, args.threads, 1, 2),
+                        f"fp32, batch {args.batch}": lambda: throughput_caffessd(batched, photos, args.threads,
+                                                                                 args.batch, 2),
+                        "int8, batch 1": lambda: throughput_caffessd(int8, photos, args.threads, 1, 2),
+                        # `detect --streams N`: N images side by side, a 1-thread session each.
+                        f"fp32, {args.threads} streams": lambda: throughput_caffessd(fp32, photos, 1, 1, 2,
+                                                                                      args.threads),
+                        f"int8, {args.threads} streams": lambda: throughput_caffessd(int8, photos, 1, 1, 2,
+                                                                                      args.threads)}
+                # Rounds alternate every variant, so a busy spell slows them all alike; medians reported.
+                # Each run gives (images/s, CPU ms per image).
+                rates = {label: [] for label in runs}
+                for _ in range(args.rounds):
+                    for label, run in runs.items():
+                        rates[label].append(run())
+                rates = {label: (statistics.median(r for r, _ in values), statistics.median(c for _, c in values))
+                         for label, values in rates.items()}
+                cv_rate, cv_cpu = rates.pop("OpenCV loop")
+                print(f"  {name}: OpenCV loop {cv_rate:6.1f} img/s, CPU {cv_cpu:5.1f} ms/img")
+                for label, (rate, cpu) in rates.items():
+                    print(f"    caffessd detect_many {label:<16} {rate:6.1f} img/s   {rate / cv_rate:.2f}x OpenCV;  "
+                          f"CPU {cpu:5.1f} ms/img, {cv_cpu / cpu:.2f}x less")
+
+        if "preprocess" not in skip:
+            print(f"\npreprocessing, CPU ms per photo over {len(photos)} photos, caffessd vs OpenCV (1 thread):")
+            for label, ours, theirs in preprocessing_costs(photos, MOBILENET_PREP):
+                print(f"  {label:<28} caffessd {ours:5.2f} ms   OpenCV {theirs:5.2f} ms   {ours / theirs:.1f}x OpenCV's")
 
         if "agreement" not in skip:
             fp32, int8 = exported["YuFaceDetectNet 320x240"]

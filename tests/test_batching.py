@@ -47,6 +47,11 @@ def test_batches_and_threads_give_one_by_one_results(photos, cache):
     assert batched.session.get_inputs()[0].shape[0] == 3
     for workers in (0, 1, 3):
         assert _as_dicts(batched.detect_many(photos, workers=workers)) == expected
+    # Runs side by side on their own threads (a 1-thread session, as detect --streams makes it).
+    streamed = Detector(cache=cache, threshold=0.3, threads=1)
+    for streams, workers in ((2, 2), (3, 0)):
+        assert _as_dicts(streamed.detect_many(photos, workers=workers, streams=streams)) == expected
+    assert _as_dicts(batched.detect_many(photos, workers=1, streams=2)) == expected
 
 
 def test_arrays_and_a_bad_file_keep_their_place(photos, cache, tmp_path):
@@ -57,6 +62,7 @@ def test_arrays_and_a_bad_file_keep_their_place(photos, cache, tmp_path):
     inputs = [photos[0], broken, arrays[1], photos[2], arrays[2]]
     results = list(detector.detect_many(inputs, workers=2))
     assert [r.error is not None for r in results] == [False, True, False, False, False]
+    assert _as_dicts(detector.detect_many(inputs, workers=2, streams=2)) == _as_dicts(results)
     assert str(broken) in str(results[1].error)
     one_by_one = Detector(cache=cache)
     for source, result in zip(inputs, results):
@@ -68,7 +74,7 @@ def test_cli_batch_and_workers_write_the_same_json(photos, run_cli, tmp_path):
     folder = photos[0].parent
     runs = {}
     for name, extra in {"plain": ["--batch", "1", "--workers", "0"], "batched": ["--batch", "4", "--workers", "3"],
-                        "threads": ["--workers", "1", "--threads", "1"]}.items():
+                        "threads": ["--workers", "1", "--threads", "1"], "streams": ["--streams", "2"]}.items():
         out = tmp_path / name
         result = run_cli("detect", folder, "--out", out, "--cache-dir", tmp_path / "cache", *extra)
         assert result.returncode == 0, result.stderr
@@ -76,7 +82,7 @@ def test_cli_batch_and_workers_write_the_same_json(photos, run_cli, tmp_path):
         assert len(list(out.glob("*.jpg"))) == len(photos)  # the writer thread finished every image
         for entry in runs[name]:
             entry["annotated"] = entry["annotated"].replace(str(out), "OUT")
-    assert runs["plain"] == runs["batched"] == runs["threads"]
+    assert runs["plain"] == runs["batched"] == runs["threads"] == runs["streams"]
     assert [entry["file"] for entry in runs["plain"]] == [str(p) for p in photos]
 
 

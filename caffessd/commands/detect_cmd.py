@@ -29,11 +29,14 @@ from caffessd.errors import CaffessdError, FormatError
               help="images per inference run [default: the model's batch size; Caffe models are converted for N]")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="threads decoding and preprocessing images ahead of inference (0: inline)")
+@click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True,
+              help="inference runs at once, each on its own thread; with N > 1, --threads defaults to 1 "
+                   "(fastest over a folder: --streams = the number of cores)")
 @click.option("--max-pixels", type=click.IntRange(min=0), default=None,
               help="refuse images with more pixels (decompression bombs); default 200000000 or "
                    "$CAFFESSD_MAX_PIXELS, 0 = no limit")
 def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, json_path, mean, scale, rgb,
-            threads, cache_dir, batch, workers, max_pixels):
+            threads, cache_dir, batch, workers, streams, max_pixels):
     """Detect objects in IMAGES (files, folders, globs); with no model, find faces
     with the embedded YuFaceDetectNet. With no image, run on the bundled sample photo.
 
@@ -57,7 +60,8 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     detector = Detector(prototxt, weights, onnx_path=onnx_path,
                         labels=labelmap_names(labels) if labels else None,
                         preprocessing=_preprocessing(prototxt, mean, scale, rgb),
-                        threshold=threshold, cache=Path(cache_dir) if cache_dir else None, threads=threads,
+                        threshold=threshold, cache=Path(cache_dir) if cache_dir else None,
+                        threads=threads or (1 if streams > 1 else None),
                         batch=batch if batch and not onnx_path else 1)
     # Said once the model loaded: a net that is refused gets its one error line only.
     if prototxt and mean is None and scale is None:
@@ -70,7 +74,7 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     interrupted = False
     try:
         with click.progressbar(length=len(paths), label="detecting", file=sys.stderr, hidden=len(paths) < 2) as bar:
-            _detect_all(detector, paths, out_dir, load, batch, workers, bar, results, failures)
+            _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, results, failures)
     except KeyboardInterrupt:  # Ctrl-C: keep what is finished (JSON below), then exit 130
         interrupted = True
     for result in results:
@@ -143,8 +147,9 @@ def _preprocessing(prototxt, mean, scale, rgb):
     return prep
 
 
-def _detect_all(detector, paths, out_dir, load, batch, workers, bar, results, failures):
-    """Pipelined: decoding on `workers` threads, `batch` images per run, the
+def _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, results, failures):
+    """Pipelined: decoding on `workers` threads, `batch` images per run and
+    `streams` runs at once, the
     annotated copies written by a background thread (caffessd.deploy.batching).
     Appends to `results` and `failures` as images finish, so an interrupt
     keeps what was done."""
@@ -152,7 +157,7 @@ def _detect_all(detector, paths, out_dir, load, batch, workers, bar, results, fa
 
     writer = AnnotationWriter()
     try:
-        for index, found in enumerate(detector.detect_many(paths, batch=batch, workers=workers, load=load)):
+        for index, found in enumerate(detector.detect_many(paths, batch=batch, workers=workers, load=load, streams=streams)):
             bar.update(1)
             if found.error is not None:
                 failures.append(str(found.error))
