@@ -182,6 +182,11 @@ class Trainer:
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) / tf.cast(scale, v.dtype)
                  for g, v in zip(grads, self.trainable)]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in [loss] + grads])
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Every replica (and worker) must agree: all update, or all retry/stop.
+            failed = replica.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+            finite = failed == 0
         # BatchNorm running sums move only when the pass was finite (a failed
         # iteration leaves the last good state behind).
         for var, value in ctx.stat_updates:
