@@ -115,3 +115,61 @@ def test_optimized_model_is_cached_and_reused(cache, photos):
     optimized[0].write_bytes(b"truncated")  # a damaged cache file is rebuilt, not an error
     third = Detector(cache=cache)
     assert [d.to_dict() for d in third(photos[1])] == [d.to_dict() for d in first(photos[1])]
+
+
+def test_dynamic_batch_export(run_cli, photos, tmp_path):
+    """`export-onnx --batch dynamic`: one model for any number of images per
+    run, each image's rows bit-identical to the one-image export's."""
+    import onnx
+    import onnxruntime as ort
+
+    net = (FACE / "yufacedetectnet-open-v2.prototxt", FACE / "yufacedetectnet-open-v2.caffemodel")
+    options = ["--mean", "0", "--scale", "1", "--bgr"]
+    dynamic, single = tmp_path / "face-dynamic.onnx", tmp_path / "face-one.onnx"
+    for target, extra in ((dynamic, ["--batch", "dynamic"]), (single, [])):
+        done = run_cli("export-onnx", *net, "-o", target, *options, *extra)
+        assert done.returncode == 0, done.stderr
+    model = onnx.load(dynamic)
+    onnx.checker.check_model(model, full_check=True)
+    assert {p.key for p in model.metadata_props} == {p.key for p in onnx.load(single).metadata_props}
+    assert [n.op_type for n in model.graph.node].count("Loop") == 1
+
+    loop, one = ort.InferenceSession(str(dynamic)), ort.InferenceSession(str(single))
+    assert loop.get_inputs()[0].shape[0] == "batch"
+    rng = np.random.default_rng(7)
+    blobs = rng.uniform(0, 255, (4, *one.get_inputs()[0].shape[1:])).astype(np.float32)
+    blobs[2] = 0.0  # a blank image: the one-image model's all-zero "nothing found" row
+    for count in (1, 2, 4):
+        rows = loop.run(None, {"data": blobs[:count]})[0]
+        assert rows.shape[:2] == (1, 1) and rows.shape[3] == 7
+        rows = rows.reshape(-1, 7)
+        for index in range(count):
+            expected = one.run(None, {"data": blobs[index:index + 1]})[0].reshape(-1, 7).copy()
+            expected[:, 0] = index
+            assert np.array_equal(rows[rows[:, 0] == index], expected)
+
+    reference = Detector(onnx_path=single, threshold=0.3)
+    expected = [[d.to_dict() for d in reference(p)] for p in photos]
+    detector = Detector(onnx_path=dynamic, threshold=0.3)
+    for batch, streams in ((None, 1), (3, 1), (7, 1), (2, 2)):
+        found = detector.detect_many(photos, batch=batch, workers=2, streams=streams)
+        assert [[d.to_dict() for d in r.detections] for r in found] == expected
+
+    # quantize takes the one-image graph out of the Loop and wraps the int8 one again.
+    for source in (dynamic, single):
+        done = run_cli("quantize", source, "--calibrate", photos[0].parent, "-o", source.with_suffix(".int8.onnx"))
+        assert done.returncode == 0, done.stderr
+    loop_int8 = ort.InferenceSession(str(dynamic.with_suffix(".int8.onnx")))
+    one_int8 = ort.InferenceSession(str(single.with_suffix(".int8.onnx")))
+    rows = loop_int8.run(None, {"data": blobs[:3]})[0].reshape(-1, 7)
+    for index in range(3):
+        expected = one_int8.run(None, {"data": blobs[index:index + 1]})[0].reshape(-1, 7).copy()
+        expected[:, 0] = index
+        assert np.array_equal(rows[rows[:, 0] == index], expected)
+
+    cli = run_cli("detect", *photos[:4], "--onnx", dynamic, "--batch", "3", "--out", tmp_path / "out")
+    assert cli.returncode == 0, cli.stderr
+    refused = run_cli("export-onnx", *net, "-o", tmp_path / "raw.onnx", "--raw", "--batch", "dynamic")
+    assert refused.returncode != 0 and "--batch dynamic" in refused.stderr and not (tmp_path / "raw.onnx").exists()
+    wrong = run_cli("export-onnx", *net, "-o", tmp_path / "w.onnx", "--batch", "some")
+    assert wrong.returncode != 0 and "'some'" in wrong.stderr

@@ -26,7 +26,8 @@ from caffessd.errors import CaffessdError, FormatError
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="where converted models are kept")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
-              help="images per inference run [default: the model's batch size; Caffe models are converted for N]")
+              help="images per inference run [default: the model's batch size; Caffe models are converted for N; "
+                   "any N for an ONNX model exported with --batch dynamic]")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="threads decoding and preprocessing images ahead of inference (0: inline)")
 @click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True,

@@ -20,8 +20,9 @@ from caffessd.errors import CaffessdError
 @click.option("--swap-rb/--bgr", default=None,
               help="the net expects RGB (--swap-rb) or BGR (--bgr) input [default: from the net, else BGR]")
 @click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt whose class names go into the metadata")
-@click.option("--batch", type=click.IntRange(min=1), default=None,
-              help="images per run (input batch dimension), for `detect --batch N`")
+@click.option("--batch", callback=lambda ctx, param, value: _batch_option(value), default=None,
+              help="images per run (input batch dimension), for `detect --batch N`; 'dynamic': any number "
+                   "per run (one-image graph in an ONNX Loop)")
 @click.option("--image-input", is_flag=True,
               help="take a uint8 HxWx3 image of any size; resize and normalise in the graph; "
                    "outputs boxes (input pixels), scores, labels")
@@ -53,13 +54,19 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
             raise CaffessdError(f"{prototxt}: --input-size needs a net with one 4-d image input")
         n, c = declared[0][:2]
         input_shapes = (n, c, size[1], size[0])
-    if batch is not None:
+    if batch == DYNAMIC and (raw or image_input):
+        raise click.UsageError("--batch dynamic needs the full blob-input model (not --raw, not --image-input)")
+    if batch not in (None, DYNAMIC):
         input_shapes = _with_batch(net, prototxt, input_shapes, batch, image_input)
     mean_values, scale, swap_rb, origin = _net_own_preprocessing(prototxt, mean_values, scale, swap_rb)
     metadata = {"channel_order": "RGB" if swap_rb else "BGR", "mean": mean_values, "scale": scale}
     if labels:
         metadata["labels"] = {str(k): v for k, v in sorted(protoio.labelmap_names(labels).items())}
     model = to_onnx(net, raw=raw, opset=opset, input_shapes=input_shapes, metadata=metadata)
+    if batch == DYNAMIC:
+        from caffessd.onnxconv.dynamic_batch import with_dynamic_batch
+
+        model = with_dynamic_batch(model)
     if image_input:
         model = _with_image_input(model, prototxt, metadata, image_order.lower() == "rgb", image_resize)
     protoio.atomic_write(output, model.SerializeToString())
@@ -67,6 +74,22 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
     if origin:
         click.echo(origin, err=True)
     click.echo(f"wrote {output}: {len(model.graph.node)} nodes, opset {opset}, outputs {outputs}")
+
+
+DYNAMIC = "dynamic"
+
+
+def _batch_option(value):
+    """--batch: a whole number of images >= 1, or 'dynamic'."""
+    if value is None or str(value).lower() == DYNAMIC:
+        return None if value is None else DYNAMIC
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(f"'{value}' is neither a number of images >= 1 nor 'dynamic'")
+    return number
 
 
 def _with_batch(net, prototxt, input_shapes, batch, image_input):

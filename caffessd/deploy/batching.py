@@ -31,10 +31,11 @@ class ImageResult:
     error: Optional[FormatError] = None
 
 
-def model_batch(session) -> int:
-    """The fixed batch size of the model's input (1 when it is not fixed)."""
+def model_batch(session) -> Optional[int]:
+    """The fixed batch size of the model's input; None when the axis is open
+    (`export-onnx --batch dynamic`), so any number of images fits a run."""
     first = session.get_inputs()[0].shape[0]
-    return first if isinstance(first, int) and first > 0 else 1
+    return first if isinstance(first, int) and first > 0 else None
 
 
 def _prepare(detector, load: Callable) -> Callable:
@@ -47,10 +48,12 @@ def _prepare(detector, load: Callable) -> Callable:
     return prepare
 
 
-def run_batch(detector, blobs: List[np.ndarray], batch: int) -> List[np.ndarray]:
+def run_batch(detector, blobs: List[np.ndarray], batch: Optional[int]) -> List[np.ndarray]:
     """DetectionOutput rows of each blob, one run of `batch` images (the last
-    batch is topped up with copies of its first image, whose rows are dropped)."""
-    feed = blobs[0] if batch == 1 else np.concatenate(blobs + [blobs[0]] * (batch - len(blobs)), axis=0)
+    batch of a fixed-batch model is topped up with copies of its first image,
+    whose rows are dropped; None: the model takes any number)."""
+    padding = [] if batch is None else [blobs[0]] * (batch - len(blobs))
+    feed = blobs[0] if len(blobs) == 1 and not padding else np.concatenate(blobs + padding, axis=0)
     rows = detector.session.run([detector.output_name], {detector.input_name: feed})[0].reshape(-1, 7)
     if batch == 1:
         return [rows]
@@ -61,7 +64,8 @@ def run_batch(detector, blobs: List[np.ndarray], batch: int) -> List[np.ndarray]
 def detect_many(detector, images: Iterable[ImageLike], batch: Optional[int] = None, workers: int = 2,
                 load: Callable = load_image, streams: int = 1) -> Iterator[ImageResult]:
     """Yield an ImageResult per image, in input order. `batch` defaults to the
-    model's (export with `--batch N` for N > 1); `workers` threads decode and
+    model's (export with `--batch N` for N > 1, or `--batch dynamic` for a
+    model that takes any number, where it defaults to 1); `workers` threads decode and
     preprocess ahead of inference (0: inline); `streams` inference runs go
     on at once, each on its own thread (1: one run at a time).
 
@@ -72,14 +76,14 @@ def detect_many(detector, images: Iterable[ImageLike], batch: Optional[int] = No
     from caffessd.parallel import ordered_map
 
     fixed = model_batch(detector.session)
-    batch = batch or fixed
-    if batch != fixed:
+    batch = batch or fixed or 1
+    if fixed is not None and batch != fixed:
         raise FormatError(detector.onnx_path, f"takes batches of {fixed} image(s), not {batch}; export it "
                                               f"with `caffessd export-onnx --batch {batch}` (or use --batch {fixed})")
     streams = max(1, int(streams))
     prepared = ordered_map(_prepare(detector, load), images, workers=workers,
                            ahead=max(2 * workers, 2 * batch * streams))
-    finished = ordered_map(lambda group: list(_detect_group(detector, group, batch)), _groups(prepared, batch),
+    finished = ordered_map(lambda group: list(_detect_group(detector, group, fixed)), _groups(prepared, batch),
                            workers=streams if streams > 1 else 0, ahead=streams)
     for results in finished:
         yield from results
@@ -97,7 +101,7 @@ def _groups(prepared: Iterable[tuple], batch: int) -> Iterator[list]:
         yield waiting
 
 
-def _detect_group(detector, group: list, batch: int) -> Iterator[ImageResult]:
+def _detect_group(detector, group: list, batch: Optional[int]) -> Iterator[ImageResult]:
     good = [item for item in group if item[3] is None]
     rows = iter(run_batch(detector, [item[2] for item in good], batch)) if good else iter(())
     for source, image, _, error in group:

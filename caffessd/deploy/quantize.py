@@ -217,6 +217,7 @@ def quantize_model(model_path, calibrate, output, *, images: int = 100, method: 
     import onnx
 
     from caffessd.deploy.calibration import calibration_blobs
+    from caffessd.onnxconv.dynamic_batch import one_image_model, with_dynamic_batch
     from caffessd.onnxconv.metadata import load_model
     from caffessd.protoio import atomic_write, check_writable
 
@@ -225,6 +226,9 @@ def quantize_model(model_path, calibrate, output, *, images: int = 100, method: 
     calibration_method = _calibration_method(method)
     check_writable(output)
     model = load_model(model_path)
+    # A --batch dynamic export: quantize the one-image graph inside, wrap it again.
+    one_image = one_image_model(model)
+    model = one_image if one_image is not None else model
     if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
         raise FormatError(model_path, "is already quantized")
     prep = model_preprocessing(model, model_path)
@@ -244,6 +248,8 @@ def quantize_model(model_path, calibrate, output, *, images: int = 100, method: 
     except onnx.checker.ValidationError as exc:
         raise CaffessdError(f"the quantized model fails onnx.checker: {str(exc).splitlines()[0]}") from None
     differences = compare_outputs(model, quantized, feeds, raw_outputs(model, boundary), threads)
+    if one_image is not None:
+        quantized = with_dynamic_batch(quantized)
     atomic_write(output, quantized.SerializeToString())
     return QuantizeReport(Path(output), len(blobs), method, len(model.graph.node) - len(excluded),
                           len(excluded), differences)
