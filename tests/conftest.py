@@ -40,6 +40,20 @@ def face_photos():
     return [_require(p) for p in FACE_PHOTOS]
 
 
+def run_in_process(argv, capsys) -> tuple:
+    """Run caffessd's CLI in this process: (exit code, stderr, stdout)."""
+    from caffessd.cli import main
+
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    captured = capsys.readouterr()
+    return code, captured.err, captured.out
+
+
 @pytest.fixture(scope="session")
 def run_cli():
     """Run `python -m caffessd ARGS...` in a subprocess (real exit codes and stderr)."""

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from caffessd import caffe_pb2, protoio
-from caffessd.cli import main
+from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FACE = ROOT / "models" / "yufacedetectnet"
@@ -35,14 +35,9 @@ layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
 
 
 def _run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, [line for line in captured.err.splitlines() if line.strip()], captured.out
+    """(exit code, non-blank stderr lines, stdout)."""
+    code, err, out = run_in_process(argv, capsys)
+    return code, [line for line in err.splitlines() if line.strip()], out
 
 
 def _one_error(code, lines, *words, exit_code=1):

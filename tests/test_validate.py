@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from caffessd.cli import main
 from caffessd.net import Net
 from caffessd.validate import CHECKERS, LayerRuleError, check_layer
 from caffessd import caffe_pb2, protoio
+from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FACE = ROOT / "models" / "yufacedetectnet"
@@ -85,16 +85,6 @@ def _mutated(tmp_path: Path, case: Case) -> Path:
     return path
 
 
-def _run(argv, capsys) -> tuple:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    else:
-        code = 0
-    return code, capsys.readouterr().err
-
-
 def _assert_one_line(case: Case, code, err: str, path: Path) -> None:
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -107,7 +97,7 @@ def _assert_one_line(case: Case, code, err: str, path: Path) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_inspect_refuses_what_caffe_refuses(case, tmp_path, capsys):
     path = _mutated(tmp_path, case)
-    code, err = _run(["inspect", path], capsys)
+    code, err, _ = run_in_process(["inspect", path], capsys)
     _assert_one_line(case, code, err, path)
 
 
@@ -126,7 +116,7 @@ def test_every_command_refuses(command, case_id, tmp_path, capsys):
     case = next(c for c in CASES if c.id == case_id)
     path = _mutated(tmp_path, case)
     out = tmp_path / "out"
-    code, err = _run(PER_COMMAND[command](path, out), capsys)
+    code, err, _ = run_in_process(PER_COMMAND[command](path, out), capsys)
     _assert_one_line(case, code, err, path)
     assert not [p for p in out.rglob("*") if p.is_file()] if out.exists() else True
 
