@@ -6,7 +6,8 @@
    embedded face detector; int8 models come from caffessd.deploy.quantize_model
    calibrated on generated photos.
 2. Folder throughput (images/s) over generated JPEG photos: caffessd's
-   pipelined detection (Detector.detect_many: decode-ahead threads, batch N)
+   pipelined detection (Detector.detect_many: decode-ahead threads, batch N
+   with a fixed-batch export and with `export-onnx --batch dynamic`)
    against a plain OpenCV DNN loop (cv2.imread + blobFromImage + forward);
    also with `threads` streams (images side by side, 1 onnxruntime thread each),
    with CPU ms per image beside images/s; then decode and resize CPU cost per
@@ -136,6 +137,16 @@ def export(prototxt, weights, prep: Preprocessing, target: Path, batch: int = 1)
         input_shapes = (batch, 3, prep.height, prep.width)
     model = convert(prototxt, weights, metadata=prep.to_metadata(), input_shapes=input_shapes)
     target.write_bytes(model.SerializeToString())
+    return target
+
+
+def export_dynamic(one_image: Path, target: Path) -> Path:
+    """`export-onnx --batch dynamic`: the one-image model in a Loop over the batch."""
+    import onnx
+
+    from caffessd.onnxconv.dynamic_batch import with_dynamic_batch
+
+    target.write_bytes(with_dynamic_batch(onnx.load(str(one_image))).SerializeToString())
     return target
 
 
@@ -293,10 +304,13 @@ def main() -> int:
                 fp32, int8 = exported[name]
                 target = work / f"{name.split()[0]}-b{args.batch}.onnx"
                 batched = export(prototxt, weights, prep, target, args.batch)
+                dynamic = export_dynamic(fp32, work / f"{name.split()[0]}-dynamic.onnx")
                 runs = {"OpenCV loop": lambda: throughput_opencv(prototxt, weights, prep, photos, args.threads),
                         "fp32, batch 1": lambda: throughput_caffessd(fp32, photos, args.threads, 1, 2),
                         f"fp32, batch {args.batch}": lambda: throughput_caffessd(batched, photos, args.threads,
                                                                                  args.batch, 2),
+                        f"fp32, dynamic, {args.batch}": lambda: throughput_caffessd(dynamic, photos, args.threads,
+                                                                                     args.batch, 2),
                         "int8, batch 1": lambda: throughput_caffessd(int8, photos, args.threads, 1, 2),
                         # `detect --streams N`: N images side by side, a 1-thread session each.
                         f"fp32, {args.threads} streams": lambda: throughput_caffessd(fp32, photos, 1, 1, 2,
