@@ -25,6 +25,8 @@ from caffessd.errors import CaffessdError
 
 PREFIX = "dynamic_batch/"
 BATCH_AXIS = "batch"
+IMAGE = f"{PREFIX}image"                # the Loop's slice of the input: one image
+IMAGE_ROWS = f"{PREFIX}detections"      # the one-image graph's output inside the Loop
 
 
 def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -40,8 +42,7 @@ def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
         raise CaffessdError(f"a dynamic batch needs a one-image NCHW input, not '{image_input.name}' "
                             f"of rank {len(dims)}")
 
-    one_image = f"{PREFIX}image"
-    body = _loop_body(graph, image_input.name, one_image, detections.name)
+    body = _loop_body(graph, image_input.name, detections.name)
     outer = [
         helper.make_node("Shape", [image_input.name], [f"{PREFIX}count"], start=0, end=1),
         helper.make_node("Squeeze", [f"{PREFIX}count"], [f"{PREFIX}trips"]),
@@ -64,26 +65,22 @@ def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return result
 
 
-def _loop_body(graph: onnx.GraphProto, input_name: str, one_image: str, detections: str) -> onnx.GraphProto:
+def _loop_body(graph: onnx.GraphProto, input_name: str, detections: str) -> onnx.GraphProto:
     """The Loop body: slice image i, run the one-image graph on it, stamp i
     into column 0 of its rows and append them to the rows so far."""
     step, cond_in, rows_in = f"{PREFIX}i", f"{PREFIX}cond_in", f"{PREFIX}rows_in"
     nodes = [
         helper.make_node("Unsqueeze", [step, f"{PREFIX}axis0"], [f"{PREFIX}start"]),
         helper.make_node("Add", [f"{PREFIX}start", f"{PREFIX}one"], [f"{PREFIX}end"]),
-        helper.make_node("Slice", [input_name, f"{PREFIX}start", f"{PREFIX}end", f"{PREFIX}axis0"], [one_image]),
+        helper.make_node("Slice", [input_name, f"{PREFIX}start", f"{PREFIX}end", f"{PREFIX}axis0"], [IMAGE]),
     ]
     # The one-image graph, reading the slice where it read the input. Its
-    # names are unique already; only the input is renamed (a body may not
-    # redefine a name of the graph around it).
-    for node in graph.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [one_image if name == input_name else name for name in node.input]
-        nodes.append(copy)
+    # input and output are renamed: the graph around the Loop holds those
+    # names, and a body should not define them again.
+    nodes += _renamed(graph.node, {input_name: IMAGE, detections: IMAGE_ROWS})
     image_rows = f"{PREFIX}image_rows"
     nodes += [
-        helper.make_node("Reshape", [detections, f"{PREFIX}row_shape"], [image_rows]),
+        helper.make_node("Reshape", [IMAGE_ROWS, f"{PREFIX}row_shape"], [image_rows]),
         helper.make_node("Shape", [image_rows], [f"{PREFIX}row_count"], start=0, end=1),
         helper.make_node("Concat", [f"{PREFIX}row_count", f"{PREFIX}one"], [f"{PREFIX}index_shape"], axis=0),
         helper.make_node("Cast", [step], [f"{PREFIX}index"], to=TensorProto.FLOAT),
@@ -107,8 +104,20 @@ def _loop_body(graph: onnx.GraphProto, input_name: str, one_image: str, detectio
     outputs = [helper.make_tensor_value_info(f"{PREFIX}cond_out", TensorProto.BOOL, []),
                helper.make_tensor_value_info(f"{PREFIX}rows_out", TensorProto.FLOAT, [None, 7])]
     body = helper.make_graph(nodes, f"{graph.name}_one_image", inputs, outputs, initializer=constants)
-    body.value_info.extend(value for value in graph.value_info if value.name != input_name)
+    body.value_info.extend(value for value in graph.value_info if value.name not in (input_name, detections))
     return body
+
+
+def _renamed(nodes, names: dict) -> list:
+    """Copies of `nodes` with the tensors in `names` renamed."""
+    copies = []
+    for node in nodes:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.input[:] = [names.get(name, name) for name in node.input]
+        copy.output[:] = [names.get(name, name) for name in node.output]
+        copies.append(copy)
+    return copies
 
 
 def one_image_model(model: onnx.ModelProto):
@@ -120,21 +129,17 @@ def one_image_model(model: onnx.ModelProto):
         return None
     body = onnx.helper.get_attribute_value(loops[0].attribute[0])
     image_input, detections = model.graph.input[0], model.graph.output[0]
-    own = lambda names: not any(name.startswith(PREFIX) for name in names)  # noqa: E731
-    nodes = []
-    for node in body.node:
-        if own(node.output):
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            copy.input[:] = [image_input.name if name == f"{PREFIX}image" else name for name in node.input]
-            nodes.append(copy)
+    # The nodes the wrapper added write names under PREFIX; the one-image
+    # graph's own nodes write none but its renamed output.
+    own = [node for node in body.node if all(name == IMAGE_ROWS or not name.startswith(PREFIX) for name in node.output)]
+    nodes = _renamed(own, {IMAGE: image_input.name, IMAGE_ROWS: detections.name})
     one_input = onnx.ValueInfoProto()
     one_input.CopyFrom(image_input)
     one_input.type.tensor_type.shape.dim[0].Clear()
     one_input.type.tensor_type.shape.dim[0].dim_value = 1
     output = helper.make_tensor_value_info(detections.name, TensorProto.FLOAT, [1, 1, None, 7])
     graph = helper.make_graph(nodes, model.graph.name, [one_input], [output],
-                              initializer=[init for init in body.initializer if own([init.name])])
+                              initializer=[init for init in body.initializer if not init.name.startswith(PREFIX)])
     graph.value_info.extend(body.value_info)
     result = onnx.ModelProto()
     result.CopyFrom(model)
