@@ -19,6 +19,19 @@ def test_iou_has_no_plus_one():
     assert iou_matrix([[0, 0, 0, 0]], [[0, 0, 0, 0]])[0, 0] == 0.0   # empty boxes
 
 
+def test_non_finite_boxes_overlap_nothing_quietly():
+    """An untrained net decodes infinite boxes: union inf -> IoU 0, as the fork's
+    JaccardOverlap gives; NaN sizes -> 0 too. No RuntimeWarning either way."""
+    import warnings
+
+    inf, nan = np.inf, np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        overlaps = iou_matrix([[-inf, -inf, inf, inf], [-inf, 0, inf, 0], [nan, 0, 1, 1], [0, 0, 1, 1]],
+                              [[0.2, 0.2, 0.6, 0.6]])
+    assert overlaps[:, 0].tolist() == [0.0, 0.0, 0.0, pytest.approx(0.16)]
+
+
 def test_duplicates_are_false_positives_and_best_box_wins():
     gt = [[0, 0, 10, 10], [20, 0, 30, 10]]
     dets = [[0, 0, 10, 10], [1, 0, 10, 10], [21, 0, 30, 10], [50, 50, 60, 60]]

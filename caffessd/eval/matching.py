@@ -22,16 +22,18 @@ def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     change when both are scaled by the image size, so pixels work too."""
     a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
-    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    # BBoxSize: a box with xmax < xmin (or ymax < ymin) has size 0.
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # An untrained net can decode infinite boxes (exp overflow): their sizes
+    # come out inf or NaN and their IoU 0, quietly.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+        iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+        ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+        iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+        inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+        # BBoxSize: a box with xmax < xmin (or ymax < ymin) has size 0.
+        area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+        area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+        union = area_a[:, None] + area_b[None, :] - inter
         return np.where((inter > 0) & (union > 0), inter / np.where(union > 0, union, 1), 0.0)
 
 
