@@ -18,6 +18,9 @@
    generated face photos (boxes known from where the faces were pasted).
 5. Start-up: a Detector's first start (optimiser runs, graph saved to the
    cache) against its second (cached optimised graph loaded).
+6. Memory (part `memory`): peak RSS of `caffessd detect FOLDER` in a fresh
+   process on a tenth of the photos and on all of them; the pipeline holds a
+   bounded number of images, so the peak must not grow with the folder.
 
     python scripts/benchmark_deploy.py                       # everything, 2 threads
     python scripts/benchmark_deploy.py --runs 50 --photos 500 --threads 2
@@ -150,6 +153,35 @@ def export_dynamic(one_image: Path, target: Path) -> Path:
     return target
 
 
+# Runs the CLI in a fresh interpreter and prints its peak RSS (VmHWM, via
+# benchmark_train.peak_rss_mb: ru_maxrss would carry this process's peak into
+# the child) on stderr when it exits.
+PEAK_RSS_RUNNER = ("import atexit, sys\n"
+                   f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+                   "from benchmark_train import peak_rss_mb\n"
+                   "atexit.register(lambda: print('peak_rss_mb', peak_rss_mb(), file=sys.stderr))\n"
+                   "from caffessd.cli import main\n"
+                   "main(sys.argv[1:])\n")
+
+
+def detect_peak_rss_mb(photos: list, work: Path, extra: list) -> float:
+    """Peak RSS (MB) of `caffessd detect` over a folder holding `photos`."""
+    folder = work / f"folder-{len(photos)}"
+    folder.mkdir(exist_ok=True)
+    for index, path in enumerate(photos):  # a photo may come more than once
+        target = folder / f"{index:06d}-{path.name}"
+        if not target.exists():
+            target.symlink_to(path)
+    out = work / f"detect-{len(photos)}-{'-'.join(extra) or 'default'}"
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS_RUNNER, "detect", str(folder), "--out", str(out),
+                           "--cache-dir", str(work / "cache"), *extra],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr)
+    peak = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("peak_rss_mb")]
+    return float(peak[-1])
+
+
 def latency(fp32: Path, int8: Path, blob: np.ndarray, threads: int, runs: int):
     sessions = [make_session(str(p), threads) for p in (fp32, int8)]
     name = sessions[0].get_inputs()[0].name
@@ -263,7 +295,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (median of each variant)")
     parser.add_argument("--batch", type=int, default=4, help="batch size of the batched throughput run")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: "
-                        "latency,throughput,preprocess,agreement,map,startup")
+                        "latency,throughput,preprocess,agreement,map,startup,memory")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     import cv2
@@ -363,6 +395,14 @@ def main() -> int:
                 starts.append((time.perf_counter() - start) * 1000.0)
             print(f"\nDetector start, MobileNet-SSD: first {starts[0]:.0f} ms (optimises, saves to cache), "
                   f"second {starts[1]:.0f} ms (cached optimised graph)")
+
+        if "memory" not in skip:
+            folders = [photos[:max(1, len(photos) // 10)], photos, photos * 4]  # the last: each photo 4 times
+            print("\npeak RSS of `caffessd detect FOLDER` (embedded face detector, fresh process each):")
+            for extra in ([], ["--batch", "4", "--workers", "4"]):
+                peaks = [detect_peak_rss_mb(group, work, extra) for group in folders]
+                print(f"  {' '.join(extra) or 'defaults':<24} " + "   ".join(
+                    f"{len(group):5d} photos {peak:5.0f} MB" for group, peak in zip(folders, peaks)))
     return 0
 
 
