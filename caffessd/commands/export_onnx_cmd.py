@@ -20,7 +20,7 @@ from caffessd.errors import CaffessdError
 @click.option("--swap-rb/--bgr", default=None,
               help="the net expects RGB (--swap-rb) or BGR (--bgr) input [default: from the net, else BGR]")
 @click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt whose class names go into the metadata")
-@click.option("--batch", callback=lambda ctx, param, value: _batch_option(value), default=None,
+@click.option("--batch", callback=lambda ctx, param, value: _parse_batch(value), default=None,
               help="images per run (input batch dimension), for `detect --batch N`; 'dynamic': any number "
                    "per run (one-image graph in an ONNX Loop)")
 @click.option("--image-input", is_flag=True,
@@ -79,17 +79,13 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
 DYNAMIC = "dynamic"
 
 
-def _batch_option(value):
-    """--batch: a whole number of images >= 1, or 'dynamic'."""
-    if value is None or str(value).lower() == DYNAMIC:
-        return None if value is None else DYNAMIC
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
+def _parse_batch(value):
+    """--batch: None (not given), 'dynamic', or a whole number of images >= 1."""
+    if value is None or value.lower() == DYNAMIC:
+        return value and DYNAMIC
+    if not value.isdigit() or int(value) < 1:
         raise click.BadParameter(f"'{value}' is neither a number of images >= 1 nor 'dynamic'")
-    return number
+    return int(value)
 
 
 def _with_batch(net, prototxt, input_shapes, batch, image_input):

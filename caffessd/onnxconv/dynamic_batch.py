@@ -37,10 +37,9 @@ def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
         raise CaffessdError("a dynamic batch needs a model with one image input and one detection output "
                             "(not --raw, not --image-input)")
     image_input, detections = graph.input[0], graph.output[0]
-    dims = image_input.type.tensor_type.shape.dim
-    if len(dims) != 4 or dims[0].dim_value != 1:
-        raise CaffessdError(f"a dynamic batch needs a one-image NCHW input, not '{image_input.name}' "
-                            f"of rank {len(dims)}")
+    dims = [d.dim_value or d.dim_param for d in image_input.type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[0] != 1:
+        raise CaffessdError(f"a dynamic batch needs a one-image NCHW input; '{image_input.name}' is {dims}")
 
     body = _loop_body(graph, image_input.name, detections.name)
     outer = [
@@ -51,16 +50,10 @@ def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     ]
     constants = [numpy_helper.from_array(np.zeros((0, 7), np.float32), f"{PREFIX}no_rows"),
                  numpy_helper.from_array(np.array([1, 1, -1, 7], np.int64), f"{PREFIX}out_shape")]
-    batch_input = onnx.ValueInfoProto()
-    batch_input.CopyFrom(image_input)
-    batch_input.type.tensor_type.shape.dim[0].Clear()
-    batch_input.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
     output = helper.make_tensor_value_info(detections.name, TensorProto.FLOAT, [1, 1, "detections", 7])
-    wrapped = helper.make_graph(outer, graph.name, [batch_input], [output], initializer=constants)
-
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    result.graph.CopyFrom(wrapped)
+    wrapped = helper.make_graph(outer, graph.name, [_with_batch_dim(image_input, BATCH_AXIS)], [output],
+                                initializer=constants)
+    result = _with_graph(model, wrapped)
     onnx.checker.check_model(result, full_check=True)
     return result
 
@@ -127,20 +120,35 @@ def one_image_model(model: onnx.ModelProto):
     loops = [node for node in model.graph.node if node.op_type == "Loop" and node.output[0] == f"{PREFIX}all_rows"]
     if len(loops) != 1:
         return None
-    body = onnx.helper.get_attribute_value(loops[0].attribute[0])
+    body = next(helper.get_attribute_value(a) for a in loops[0].attribute if a.name == "body")
     image_input, detections = model.graph.input[0], model.graph.output[0]
     # The nodes the wrapper added write names under PREFIX; the one-image
     # graph's own nodes write none but its renamed output.
     own = [node for node in body.node if all(name == IMAGE_ROWS or not name.startswith(PREFIX) for name in node.output)]
     nodes = _renamed(own, {IMAGE: image_input.name, IMAGE_ROWS: detections.name})
-    one_input = onnx.ValueInfoProto()
-    one_input.CopyFrom(image_input)
-    one_input.type.tensor_type.shape.dim[0].Clear()
-    one_input.type.tensor_type.shape.dim[0].dim_value = 1
     output = helper.make_tensor_value_info(detections.name, TensorProto.FLOAT, [1, 1, None, 7])
-    graph = helper.make_graph(nodes, model.graph.name, [one_input], [output],
+    graph = helper.make_graph(nodes, model.graph.name, [_with_batch_dim(image_input, 1)], [output],
                               initializer=[init for init in body.initializer if not init.name.startswith(PREFIX)])
     graph.value_info.extend(body.value_info)
+    return _with_graph(model, graph)
+
+
+def _with_batch_dim(value: onnx.ValueInfoProto, dim) -> onnx.ValueInfoProto:
+    """A copy of a tensor's ValueInfo with its first dimension set to `dim`
+    (a size, or a name for an open axis)."""
+    copy = onnx.ValueInfoProto()
+    copy.CopyFrom(value)
+    first = copy.type.tensor_type.shape.dim[0]
+    first.Clear()
+    if isinstance(dim, str):
+        first.dim_param = dim
+    else:
+        first.dim_value = dim
+    return copy
+
+
+def _with_graph(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
+    """A copy of `model` (opsets, metadata) around another graph."""
     result = onnx.ModelProto()
     result.CopyFrom(model)
     result.graph.CopyFrom(graph)
