@@ -50,14 +50,21 @@ def test_max_iter_scales_steps_intervals_and_batchnorm_window(tmp_path, capsys):
     assert (solver.test_interval, solver.snapshot) == (3, 5)
 
 
-def test_from_scratch_writes_sgd_with_poly_decay_and_full_rates(tmp_path, capsys):
-    solver, train, _ = generate(tmp_path, capsys, "--max-iter", "2000", "--from-scratch")
-    assert (solver.type, solver.lr_policy, solver.power, solver.momentum) == ("SGD", "poly", 1.0, pytest.approx(0.9))
-    assert solver.base_lr == pytest.approx(0.02) and not solver.stepvalue
+def test_from_scratch_writes_adam_with_poly_decay_full_rates_and_light_augmentation(tmp_path, capsys):
+    solver, train, test = generate(tmp_path, capsys, "--max-iter", "2000", "--from-scratch")
+    assert (solver.type, solver.lr_policy, solver.power) == ("Adam", "poly", 1.0)
+    assert (solver.momentum, solver.momentum2) == (pytest.approx(0.9), pytest.approx(0.999))
+    assert solver.base_lr == pytest.approx(0.005) and not solver.stepvalue
     assert lr_mults(train) == {1.0}  # mnv1 otherwise fine-tunes its backbone at 0.1
     assert moving_averages(train) == {0.99}  # 2000 / 20 = 100 iterations
-    solver, _, _ = generate(tmp_path, capsys, "--max-iter", "2000", "--from-scratch", "--lr", "0.05")
-    assert solver.base_lr == pytest.approx(0.05)
+    data = train.layer[0]
+    assert not data.transform_param.HasField("distort_param") and not data.transform_param.HasField("expand_param")
+    assert data.transform_param.mirror and len(data.annotated_data_param.batch_sampler) == 7  # whole image + 6 crops
+    assert not test.layer[0].transform_param.mirror  # the test net only warps
+    solver, train, _ = generate(tmp_path, capsys, "--max-iter", "2000", "--from-scratch", "--lr", "0.01")
+    assert solver.base_lr == pytest.approx(0.01)
+    solver, train, _ = generate(tmp_path, capsys, "--max-iter", "2000")
+    assert train.layer[0].transform_param.HasField("expand_param")  # the published augmentation otherwise
 
 
 @pytest.mark.parametrize("options", [(), ("--max-iter", "500"), ("--max-iter", "500", "--from-scratch")])

@@ -57,7 +57,7 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--mean", default="127.5", show_default=True, help="mean value, or B,G,R means")
 @click.option("--scale", default=0.007843, show_default=True, type=float, help="input scale after mean subtraction")
 @click.option("--stage", default="all", show_default=True, metavar="train|test|deploy|all", help="which nets to write")
-@click.option("--lr", type=float, help="solver base learning rate [default: 0.0005 (RMSProp), --from-scratch 0.02 (SGD)]")
+@click.option("--lr", type=float, help="solver base learning rate [default: 0.0005 (RMSProp), --from-scratch 0.005 (Adam)]")
 @click.option("--batch-size", default=24, show_default=True, type=int, help="train batch size")
 @click.option("--iter-size", default=1, show_default=True, type=int, help="batches accumulated per iteration")
 @click.option("--max-iter", type=int,
@@ -65,8 +65,8 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
                    "and the train net's BatchNorm averaging to it [default: the published 120000]")
 @click.option("--snapshot", type=int, help="snapshot interval [default: 1000, or a tenth of --max-iter]")
 @click.option("--from-scratch", is_flag=True,
-              help="train from the fillers, not converted weights: SGD with momentum, poly decay to 0, every "
-                   "layer at the full rate, BatchNorm statistics of the recent iterations")
+              help="train from the fillers, not converted weights: Adam, poly decay to 0, every layer at the "
+                   "full rate, BatchNorm statistics of the recent iterations, crops and mirror only")
 @click.option("--lmdb-train", default="trainval_lmdb", show_default=True, help="train LMDB path")
 @click.option("--lmdb-test", default="test_lmdb", show_default=True, help="test LMDB path")
 @click.option("--conf-loss", metavar="softmax|logistic", help="class loss [default: softmax for mnv1, logistic for mnv2]")

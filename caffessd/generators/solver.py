@@ -1,7 +1,7 @@
 """solver_train.prototxt and solver_test.prototxt, as the published nets ship them.
 
 Both run RMSProp with a multistep schedule and detection evaluation (11-point
-mAP), or with --from-scratch SGD with momentum and a poly decay to 0
+mAP), or with --from-scratch Adam and a poly decay to 0
 (generators/schedule.py). solver_train trains for `max_iter` iterations,
 snapshotting; solver_test runs the test net once (max_iter 0,
 test_initialization) to evaluate a model.
@@ -49,8 +49,10 @@ def build_solver(config: SSDConfig, kind: str, net_dir: str = "") -> caffe_pb2.S
     solver.stepvalue.extend(config.stepvalues)
     solver.iter_size = config.iter_size
     solver.type = config.solver_type
-    if solver.type in ("SGD", "Nesterov") and scratch:
+    if scratch and solver.type in ("SGD", "Nesterov", "Adam"):
         solver.momentum = schedule.FROM_SCRATCH.momentum
+    if scratch and solver.type == "Adam":
+        solver.momentum2 = schedule.FROM_SCRATCH.momentum2
     solver.eval_type = "detection"
     solver.ap_version = "11point"
     return solver
