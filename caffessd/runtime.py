@@ -236,6 +236,16 @@ class Detector:
         return detect_many(self, images, batch=batch, workers=workers, streams=streams,
                            **({"load": load} if load else {}))
 
+    def detect_video(self, source, **options):
+        """Per-frame results on a video file, stream URL, pipe ('-') or camera
+        (/dev/videoN): iterate the returned caffessd.video.VideoDetection for a
+        FrameResult per frame (index, time, image, detections). Options:
+        every, fps, start, duration, track, count, batch, workers, streams,
+        reconnect, stop (see caffessd.video.pipeline). Needs PyAV (the video extra)."""
+        from caffessd.video.pipeline import VideoDetection
+
+        return VideoDetection(self, source, **options)
+
     def to_detections(self, rows: np.ndarray, width: int, height: int) -> List[Detection]:
         detections = []
         for _, label, score, *box in rows:
