@@ -152,13 +152,16 @@ def _video_options(videos, every, sample_fps, start, duration, track, count_line
     from caffessd.video.run import VideoJob, check_sources
     from caffessd.video.sampling import FrameSampler, parse_rate, parse_time
 
-    check_sources([source for _, source in videos])
-    options = {"every": every, "fps": parse_rate(sample_fps) if sample_fps else None,
-               "start": parse_time(start, "--start") if start else None,
-               "duration": parse_time(duration, "--duration") if duration else None,
-               "track": track, "count": [CountingLine.parse(text) for text in count_lines],
-               "reconnect": reconnect, "batch": batch, "workers": workers, "streams": streams}
-    FrameSampler(every=options["every"], fps=options["fps"])    # --every with --fps: one clear line
+    try:
+        check_sources([source for _, source in videos])
+        options = {"every": every, "fps": parse_rate(sample_fps) if sample_fps else None,
+                   "start": parse_time(start, "--start") if start else None,
+                   "duration": parse_time(duration, "--duration") if duration else None,
+                   "track": track, "count": [CountingLine.parse(text) for text in count_lines],
+                   "reconnect": reconnect, "batch": batch, "workers": workers, "streams": streams}
+        FrameSampler(every=options["every"], fps=options["fps"])    # --every with --fps: one clear line
+    except CaffessdError as exc:    # a misused option: a usage error (exit 2), as click's own
+        raise click.UsageError(str(exc)) from None
     return VideoJob(options=options, write_video=write_video)
 
 

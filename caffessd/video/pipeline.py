@@ -26,7 +26,7 @@ import numpy as np
 from caffessd.video.background import background
 from caffessd.video.counting import CountingLine, LineCounter
 from caffessd.video.sampling import FrameSampler, parse_rate, parse_time
-from caffessd.video.source import ReadStats, VideoReader
+from caffessd.video.source import ReadStats, StreamLost, VideoReader
 from caffessd.video.tracking import Sort
 
 _DECODE_AHEAD = 2   # decoded frames waiting for preprocessing
@@ -106,12 +106,15 @@ class VideoDetection:
             raise RuntimeError("a VideoDetection is iterated once; call detect_video again")
         self._started = True
         frames = background(self.reader.frames(self.sampler, self.stop), ahead=_DECODE_AHEAD, stop=self.stop)
+        lost: List[StreamLost] = []
         try:
-            for found in self.detector.detect_many(frames, load=_frame_pixels, **self.options):
+            for found in self.detector.detect_many(_until_lost(frames, lost), load=_frame_pixels, **self.options):
                 yield self._result(found)
         finally:
             # The decode thread closes the container itself (never two threads on one container).
             frames.close()
+        if lost:    # raised once the frames decoded before the loss came through
+            raise lost[0]
 
     def close(self) -> None:
         """Close the source of a VideoDetection that was never iterated."""
@@ -128,6 +131,15 @@ class VideoDetection:
             self.counter.update(detections, self.tracker.live_ids)
             counts = self.counter.snapshot()
         return FrameResult(self.source, frame.index, frame.time, found.image, detections, counts)
+
+
+def _until_lost(frames, lost: list):
+    """The frames until a live source is lost for good; the StreamLost is kept
+    in `lost` rather than raised, so the frames in flight are not dropped."""
+    try:
+        yield from frames
+    except StreamLost as exc:
+        lost.append(exc)
 
 
 def _time(value, option: str) -> Optional[Fraction]:
