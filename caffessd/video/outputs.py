@@ -59,31 +59,17 @@ def frame_record(result, source: str) -> dict:
 
 
 def render(result, lines: Sequence = ()):
-    """The annotated frame as an RGB array: boxes, track ids, counting lines and counts."""
-    import numpy as np
+    """The annotated frame (a BGR copy): boxes, track ids, counting lines and counts."""
+    from caffessd.draw import WHITE, draw_caption, draw_detections
 
-    from caffessd.draw import draw_detections
-
-    image = draw_detections(result.image, result.detections, [line.points for line in lines])
-    if result.counts:
-        _draw_counts(image, result.counts)
-    return np.asarray(image)
-
-
-def _draw_counts(image, counts: dict) -> None:
-    from PIL import ImageDraw
-
-    from caffessd.draw import _font
-
-    draw = ImageDraw.Draw(image)
-    font = _font(min(image.size))
-    texts = [f"{name}: in {c['in']}  out {c['out']}" for per_line in counts.values() for name, c in per_line.items()]
-    y = 4
-    for text in texts:
-        left, top, right, bottom = draw.textbbox((6, y), text, font=font)
-        draw.rectangle([left - 3, top - 2, right + 3, bottom + 2], fill=(0, 0, 0))
-        draw.text((6, y), text, fill=(255, 255, 255), font=font)
-        y = bottom + 6
+    image = draw_detections(result.image.copy(), result.detections, [line.points for line in lines])
+    y = 0
+    for per_line in (result.counts or {}).values():
+        for name, counted in per_line.items():
+            text = f"{name}: in {counted['in']}  out {counted['out']}"
+            draw_caption(image, text, 0, y, (0, 0, 0), WHITE)   # at the top edge: drawn below y
+            y += max(14, min(image.shape[:2]) // 30) + 8
+    return image
 
 
 class FrameWriter:

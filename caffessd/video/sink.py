@@ -25,7 +25,7 @@ _BT601 = 6      # AVCOL_SPC_SMPTE170M: the matrix swscale converts RGB with by d
 
 
 class VideoSink:
-    """`write(rgb, time)` per frame, then `close()` (or `abort()`)."""
+    """`write(bgr, time)` per frame, then `close()` (or `abort()`)."""
 
     def __init__(self, path, width: int, height: int, rate: Optional[Fraction]):
         from caffessd.video.source import require_av
@@ -51,8 +51,8 @@ class VideoSink:
         stream.options = dict(ENCODER_OPTIONS)
         self.stream = stream
 
-    def write(self, rgb: np.ndarray, time: float) -> None:
-        """Encode one HxWx3 RGB frame shown at `time` seconds of the source;
+    def write(self, bgr: np.ndarray, time: float) -> None:
+        """Encode one HxWx3 BGR frame shown at `time` seconds of the source;
         its time in the output is counted from the first frame, on the
         output rate's grid (strictly increasing)."""
         import av
@@ -61,8 +61,8 @@ class VideoSink:
             self._origin = time
         pts = max(round((time - self._origin) * self.rate), self._last_pts + 1)
         self._last_pts = pts
-        rgb = _even(rgb, self.width, self.height)
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        bgr = _even(bgr, self.width, self.height)
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
         frame.pts = pts
         frame.time_base = 1 / self.rate
         for packet in self.stream.encode(frame):
@@ -90,12 +90,12 @@ class VideoSink:
         self.temporary.unlink(missing_ok=True)
 
 
-def _even(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+def _even(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Pad (edge rows/columns repeated) or crop to the sink's size: odd sizes,
     or a live stream whose frame size changed."""
-    h, w = rgb.shape[:2]
+    h, w = image.shape[:2]
     if (w, h) == (width, height):
-        return np.ascontiguousarray(rgb)
-    rgb = rgb[:height, :width]
-    pad = ((0, height - rgb.shape[0]), (0, width - rgb.shape[1]), (0, 0))
-    return np.ascontiguousarray(np.pad(rgb, pad, mode="edge"))
+        return np.ascontiguousarray(image)
+    image = image[:height, :width]
+    pad = ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0))
+    return np.ascontiguousarray(np.pad(image, pad, mode="edge"))

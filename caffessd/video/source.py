@@ -373,7 +373,7 @@ def _upright(frame) -> np.ndarray:
     """The frame as BGR pixels, turned as its display matrix says (phones
     store portrait video sideways), as images are turned by their EXIF tag."""
     image = frame.to_ndarray(format="bgr24")
-    turns = round((frame.rotation or 0) / 90) % 4
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
     if turns:
         image = np.rot90(image, turns)     # rotation is counter-clockwise, as np.rot90
     return np.ascontiguousarray(image)
