@@ -119,18 +119,20 @@ def timed(run) -> tuple:
     return count / wall, cpu * 1000.0 / count
 
 
-def caffessd_frames(detector, video: Path):
-    return lambda: sum(1 for _ in detector.detect_video(video))
+def caffessd_frames(detector, video: Path, streams: int = 1):
+    return lambda: sum(1 for _ in detector.detect_video(video, streams=streams))
 
 
 def caffessd_annotated(detector, video: Path, work: Path):
+    """What `caffessd detect VIDEO` runs per video (caffessd.video.run), progress line aside."""
     from caffessd.video.outputs import JsonLines
     from caffessd.video.run import VideoJob, run_video
 
     def run():
         lines = JsonLines(work / "bench.jsonl")
         try:
-            outcome = run_video(detector, str(video), work / "bench.mp4", lines, VideoJob(), None, lambda text: None)
+            outcome = run_video(detector, str(video), work / "bench.mp4", lines, VideoJob(show_progress=False), None,
+                                lambda text: None)
         finally:
             lines.close()
         return outcome.frames
@@ -169,19 +171,25 @@ def opencv_loop(net, video: Path, prep: Preprocessing, annotate: bool = False, w
     return run
 
 
-def contenders(detector, net, prep, video: Path, work: Path) -> dict:
+def contenders(detector, single, streams, net, prep, video: Path, work: Path) -> dict:
     return {
         "caffessd detect_video": caffessd_frames(detector, video),
+        f"  --streams {streams} --threads 1": caffessd_frames(single, video, streams),
         "OpenCV loop": opencv_loop(net, video, prep),
         "caffessd detect, annotated": caffessd_annotated(detector, video, work),
         "OpenCV loop + VideoWriter": opencv_loop(net, video, prep, annotate=True, work=work),
     }
 
 
-def speed(name, detector, net, prep, video: Path, warmup: Path, work: Path, rounds: int) -> None:
-    for run in contenders(detector, net, prep, warmup, work).values():    # sessions, caches, first decode
+def speed(name, make_detector, threads, net, prep, video: Path, warmup: Path, work: Path, rounds: int) -> None:
+    """`make_detector(threads)`: the contenders are a Detector with `threads`
+    onnxruntime threads (detect's defaults), one with 1 thread running
+    `threads` streams (detect --streams N --threads 1), and OpenCV with
+    `threads` threads."""
+    detector, single = make_detector(threads), make_detector(1)
+    for run in contenders(detector, single, threads, net, prep, warmup, work).values():   # sessions, first decode
         run()
-    contenders_ = contenders(detector, net, prep, video, work)
+    contenders_ = contenders(detector, single, threads, net, prep, video, work)
     results = {label: [] for label in contenders_}
     for _ in range(rounds):
         for label, run in contenders_.items():
@@ -189,6 +197,7 @@ def speed(name, detector, net, prep, video: Path, warmup: Path, work: Path, roun
     best = {label: max(samples) for label, samples in results.items()}   # the least disturbed round
     print(f"{name} (best of {rounds} alternating rounds):")
     for ours, theirs in (("caffessd detect_video", "OpenCV loop"),
+                         (f"  --streams {threads} --threads 1", "OpenCV loop"),
                          ("caffessd detect, annotated", "OpenCV loop + VideoWriter")):
         (rate, cpu), (peer_rate, peer_cpu) = best[ours], best[theirs]
         print(f"  {ours:28s} {rate:6.1f} frames/s, CPU {cpu:6.1f} ms/frame")
@@ -243,17 +252,17 @@ def main() -> int:
         print(f"video: {SIZE[0]}x{SIZE[1]} H.264, {RATE} fps, {round(args.seconds * RATE)} frames")
         if "mobilenet" not in args.skip:
             prototxt, weights = gen_mobilenet(work)
-            detector = Detector(prototxt, weights, cache=work / "cache", threads=args.threads,
-                                preprocessing=Preprocessing(**vars(MOBILENET_PREP)))
             net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
-            speed("MobileNet-SSD 300 (random weights)", detector, net, MOBILENET_PREP, video, warmup, work,
-                  args.rounds)
+            speed("MobileNet-SSD 300 (random weights)",
+                  lambda threads: Detector(prototxt, weights, cache=work / "cache", threads=threads,
+                                           preprocessing=Preprocessing(**vars(MOBILENET_PREP))),
+                  args.threads, net, MOBILENET_PREP, video, warmup, work, args.rounds)
         if "face" not in args.skip:
             spec = default_model()
-            detector = Detector(cache=work / "cache", threads=args.threads)
             net = cv2.dnn.readNetFromCaffe(str(spec.prototxt), str(spec.caffemodel))
-            speed("face detector (YuFaceDetectNet 320x240)", detector, net, spec.preprocessing, video, warmup,
-                  work, args.rounds)
+            speed("face detector (YuFaceDetectNet 320x240)",
+                  lambda threads: Detector(cache=work / "cache", threads=threads),
+                  args.threads, net, spec.preprocessing, video, warmup, work, args.rounds)
         if "memory" not in args.skip:
             print("memory: peak RSS of `caffessd detect VIDEO` (face model, annotated video written), fresh process")
             peaks = []

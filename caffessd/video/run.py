@@ -35,6 +35,7 @@ class VideoJob:
 
     options: dict = field(default_factory=dict)
     write_video: bool = True
+    show_progress: bool = True
 
 
 def run_video(detector, source: str, video_path: Optional[Path], json_lines: Optional[JsonLines], job: VideoJob,
@@ -47,7 +48,7 @@ def run_video(detector, source: str, video_path: Optional[Path], json_lines: Opt
                            **job.options)
     outcome = VideoOutcome(video.source)
     writer = FrameWriter(video.source, video_path if job.write_video else None, json_lines, video.rate, video.lines)
-    progress = Progress(video.expected_frames, f"detecting {video.source}", unit="frames")
+    progress = Progress(video.expected_frames, f"detecting {video.source}", unit="frames", enabled=job.show_progress)
     last = None
     try:
         for result in video:
