@@ -41,9 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from caffessd.preprocess import Preprocessing  # noqa: E402
+from caffessd.image.preprocess import Preprocessing  # noqa: E402
 from caffessd.resources import bundled  # noqa: E402
-from caffessd.runtime import Detector, default_model  # noqa: E402
+from caffessd.inference.detector import Detector, default_model  # noqa: E402
+from caffessd.video import detect_video  # noqa: E402
 
 MOBILENET_PREP = Preprocessing(width=300, height=300, mean=(127.5, 127.5, 127.5), scale=0.007843)
 SIZE = (1280, 720)
@@ -120,7 +121,7 @@ def timed(run) -> tuple:
 
 
 def caffessd_frames(detector, video: Path, streams: int = 1):
-    return lambda: sum(1 for _ in detector.detect_video(video, streams=streams))
+    return lambda: sum(1 for _ in detect_video(detector, video, streams=streams))
 
 
 def caffessd_annotated(detector, video: Path, work: Path):

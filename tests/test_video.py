@@ -35,7 +35,7 @@ from conftest import FACE_PHOTOS, ROOT, run_in_process
 
 av = pytest.importorskip("av")
 
-from caffessd.runtime import Detector  # noqa: E402
+from caffessd import Detector, detect_video  # noqa: E402
 from video_builders import decode, iou, moving_face, packet_spans, scene, write_video  # noqa: E402
 
 FRAMES = 45
@@ -60,7 +60,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip_results(detector, clip):
-    return list(detector.detect_video(clip))
+    return list(detect_video(detector, clip))
 
 
 def _lines(path):
@@ -124,7 +124,7 @@ def test_every_fps_start_and_duration_choose_the_frames(detector, clip, clip_res
     by_index = {r.index: r for r in clip_results}
 
     def chosen(**options):
-        found = list(detector.detect_video(clip, **options))
+        found = list(detect_video(detector, clip, **options))
         for result in found:    # the same detections as in the full run
             assert [d.to_dict() for d in result.detections] == [d.to_dict() for d in by_index[result.index].detections]
         return [r.index for r in found]
@@ -163,7 +163,7 @@ def test_truncated_file_gives_the_frames_before_and_a_count(detector, intact, tm
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(path.read_bytes()[:spans[40][1] + 10])     # frame 40's packet is cut short
     notes = []
-    video = detector.detect_video(cut, on_note=notes.append)
+    video = detect_video(detector, cut, on_note=notes.append)
     results = list(video)
     indices = [r.index for r in results]
     assert indices == list(range(len(indices))) and 38 <= len(indices) <= 40
@@ -180,7 +180,7 @@ def test_corrupt_middle_gives_the_frames_before_and_after_and_a_count(detector, 
     data[position:position + size] = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(bytes(data))
-    video = detector.detect_video(damaged)
+    video = detect_video(detector, damaged)
     results = list(video)
     indices = [r.index for r in results]
     missing = sorted(set(range(60)) - set(indices))
@@ -273,7 +273,7 @@ def test_a_live_stream_is_reopened_then_given_up(detector, tmp_path):
     first = write_video(tmp_path / "a.ts", [rgb for rgb, _ in moving_face(20)]).read_bytes()
     second = write_video(tmp_path / "b.ts", [rgb for rgb, _ in moving_face(20)][::-1]).read_bytes()
     notes = []
-    video = detector.detect_video(_serve([first, second]), reconnect=2, reconnect_delay=0.05, on_note=notes.append)
+    video = detect_video(detector, _serve([first, second]), reconnect=2, reconnect_delay=0.05, on_note=notes.append)
     assert video.reader.live
     results = []
     with pytest.raises(StreamLost, match="gave up after 2 reconnect attempt"):
@@ -292,7 +292,7 @@ def test_display_rotation_turns_frames_upright(detector, tmp_path):
         pytest.skip("this PyAV cannot write a display rotation (PyAV 18 can)")
     upright = [scene([(40 + 4 * i, 30)], size=(240, 320)) for i in range(6)]
     stored = write_video(tmp_path / "phone.mp4", [np.rot90(rgb, -1) for rgb in upright], rotation=90)
-    results = list(detector.detect_video(stored))
+    results = list(detect_video(detector, stored))
     assert len(results) == 6
     for result, rgb in zip(results, upright):
         assert result.image.shape == (320, 240, 3)

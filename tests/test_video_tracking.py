@@ -17,9 +17,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from caffessd.runtime import Detection
+from caffessd.inference.detector import Detection
 from caffessd.video.counting import CountingLine, LineCounter
 from caffessd.video.sampling import KEEP, SKIP, STOP, FrameSampler, parse_time
+from caffessd.video.pipeline import detect_video
 from caffessd.video.tracking import Sort, TrackedDetection, linear_assignment
 
 
@@ -82,7 +83,7 @@ def crossing(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    from caffessd.runtime import Detector
+    from caffessd.inference.detector import Detector
 
     return Detector(cache=tmp_path_factory.mktemp("cache"))
 
@@ -109,7 +110,7 @@ def _switches(ids):
 def test_ids_survive_a_crossing_and_a_three_frame_occlusion(detector, crossing):
     path, truth = crossing
     middle, short = "160,0,160,240", "160,0,160,60"
-    video = detector.detect_video(path, track=True, count=[middle, short])
+    video = detect_video(detector, path, track=True, count=[middle, short])
     results = list(video)
     found = _ids(results, truth)
     frames_a = [frame for frame, _ in found["A"]]
@@ -128,7 +129,7 @@ def test_ids_survive_a_crossing_and_a_three_frame_occlusion(detector, crossing):
 
 def test_an_occlusion_longer_than_max_age_gives_a_new_id(detector, crossing):
     path, truth = crossing
-    found = _ids(list(detector.detect_video(path, track=True, max_age=2)), truth)
+    found = _ids(list(detect_video(detector, path, track=True, max_age=2)), truth)
     assert _switches(found["B"]) == 0
     assert _switches(found["A"]) == 1
     before, after = found["A"][0][1], found["A"][-1][1]

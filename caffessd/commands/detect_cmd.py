@@ -8,6 +8,11 @@ import click
 
 from caffessd.commands.options import max_memory_option
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.image.preprocess import load_image, parse_mean
+from caffessd.protoio import labelmap_names
+from caffessd.util.files import atomic_write, check_writable
+from caffessd.netprep import net_preprocessing
+from caffessd.util.outputs import refuse_overwriting
 
 
 @click.command("detect")
@@ -60,9 +65,7 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     Writes an annotated copy of each image (and video) to OUT and the detections to
     JSON: one JSON document for images only, JSON Lines (one line per image or
     video frame, written as they come) when there is a video."""
-    from caffessd.preprocess import load_image
-    from caffessd.protoio import check_writable, labelmap_names
-    from caffessd.runtime import Detector, sample_image
+    from caffessd.inference.detector import Detector, sample_image
     from caffessd.video.inputs import IMAGE, expand_inputs
 
     if bool(prototxt) != bool(weights):
@@ -113,8 +116,6 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
             for result in results:
                 json_lines.write(result)
         else:
-            from caffessd.protoio import atomic_write
-
             atomic_write(json_target, json.dumps(results, indent=2) + "\n")
         click.echo(f"wrote {len(results)} annotated image(s) to {out_dir}/ and {json_target}", err=True)
     status = None
@@ -194,8 +195,6 @@ def _detect_videos(detector, videos, total, out_dir, json_lines, job, failures):
 
 
 def _say_when_preprocessing_is_assumed(prototxt):
-    from caffessd.netprep import net_preprocessing
-
     if net_preprocessing(prototxt).assumed:
         click.echo(f"caffessd: note: {prototxt} does not say how images are prepared (no caffessd note, no "
                    "train/test prototxt beside it): assuming mean 0, scale 1, BGR; --mean, --scale and "
@@ -212,7 +211,6 @@ def _refuse_overwriting_inputs(inputs, out_dir, json_target, video_job) -> None:
     """`detect photo.jpg --out .` would replace the photo by its annotated copy
     (named as the detect loop names it: STEM.jpg, or NNNN_STEM.jpg for several),
     `detect clip.mp4 --out .` the video by its annotated one."""
-    from caffessd.outputs import refuse_overwriting
     from caffessd.video.inputs import IMAGE
     from caffessd.video.run import video_target
 
@@ -241,8 +239,7 @@ def _preprocessing(prototxt, mean, scale, rgb):
     if not prototxt:
         raise click.UsageError("--mean, --scale and --rgb apply to a Caffe model (--model); the embedded "
                                "model and exported ONNX files carry their own preprocessing")
-    from caffessd.preprocess import parse_mean
-    from caffessd.runtime import preprocessing_for_net
+    from caffessd.inference.detector import preprocessing_for_net
 
     prep = preprocessing_for_net(prototxt)
     if mean is not None:
@@ -261,10 +258,10 @@ def _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, re
                 total=None):
     """Pipelined: decoding on `workers` threads, `batch` images per run and
     `streams` runs at once, the
-    annotated copies written by a background thread (caffessd.deploy.batching).
+    annotated copies written by a background thread (caffessd.inference.batching).
     Appends to `results` and `failures` as images finish, so an interrupt
     keeps what was done."""
-    from caffessd.deploy.batching import AnnotationWriter
+    from caffessd.inference.batching import AnnotationWriter
 
     writer = AnnotationWriter()
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 from caffessd.errors import FormatError
-from caffessd.preprocess import IMAGE_SUFFIXES, expand_image_args
+from caffessd.image.preprocess import IMAGE_SUFFIXES, expand_image_args
 from caffessd.video.source import VIDEO_SUFFIXES, is_video_source
 
 IMAGE, VIDEO = "image", "video"

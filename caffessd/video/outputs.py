@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from caffessd.errors import FormatError
+from caffessd.image.draw import WHITE, draw_caption, draw_detections
+from caffessd.video.sink import VideoSink
 
 _QUEUE = 4      # frames waiting for the writer: bounds memory, lets inference run ahead
 
@@ -60,8 +62,6 @@ def frame_record(result, source: str) -> dict:
 
 def render(result, lines: Sequence = ()):
     """The annotated frame (a BGR copy): boxes, track ids, counting lines and counts."""
-    from caffessd.draw import WHITE, draw_caption, draw_detections
-
     image = draw_detections(result.image.copy(), result.detections, [line.points for line in lines])
     y = 0
     for per_line in (result.counts or {}).values():
@@ -113,8 +113,6 @@ class FrameWriter:
     def _write(self, result) -> None:
         if self.video_path is not None:
             if self.sink is None:
-                from caffessd.video.sink import VideoSink
-
                 height, width = result.image.shape[:2]
                 self.sink = VideoSink(self.video_path, width, height, self.rate)
             self.sink.write(render(result, self.lines), result.time)

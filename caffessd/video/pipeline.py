@@ -10,8 +10,8 @@ Every stage holds a bounded number of frames, so memory stays flat whatever
 the video's length. Only the Detector's public detect_many is used, so any
 engine behind a Detector runs videos too.
 
-    from caffessd import Detector
-    for frame in Detector().detect_video("clip.mp4", every=2, track=True):
+    from caffessd import Detector, detect_video
+    for frame in detect_video(Detector(), "clip.mp4", every=2, track=True):
         print(frame.index, frame.time, [(d.name, d.track, d.box) for d in frame.detections])
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from caffessd.video.background import background
 from caffessd.video.counting import CountingLine, LineCounter
+from caffessd.video.outputs import frame_record
 from caffessd.video.sampling import FrameSampler, parse_rate, parse_time
 from caffessd.video.source import ReadStats, StreamLost, VideoReader
 from caffessd.video.tracking import Sort
@@ -46,8 +47,6 @@ class FrameResult:
     counts: Optional[dict] = None
 
     def to_dict(self) -> dict:
-        from caffessd.video.outputs import frame_record
-
         return frame_record(self, self.source)
 
 
@@ -131,6 +130,14 @@ class VideoDetection:
             self.counter.update(detections, self.tracker.live_ids)
             counts = self.counter.snapshot()
         return FrameResult(self.source, frame.index, frame.time, found.image, detections, counts)
+
+
+def detect_video(detector, source, **options) -> VideoDetection:
+    """Per-frame results of `detector` on a video file, stream URL, pipe ('-')
+    or camera (/dev/videoN): iterate the returned VideoDetection for a
+    FrameResult per frame. Options as VideoDetection's. `detector` is a
+    caffessd Detector, or any engine object with its detect_many."""
+    return VideoDetection(detector, source, **options)
 
 
 def _until_lost(frames, lost: list):

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from caffessd.errors import FormatError
-from caffessd.progress import Progress
+from caffessd.util.progress import Progress
 from caffessd.video.outputs import FrameWriter, JsonLines
 from caffessd.video.pipeline import VideoDetection
-from caffessd.video.source import StreamLost
+from caffessd.video.source import SourceSpec, StreamLost
 
 
 @dataclass
@@ -91,8 +91,6 @@ def describe(outcome: VideoOutcome) -> List[str]:
 
 def video_target(out_dir: Path, index: int, source: str, total: int) -> Path:
     """OUT/STEM.mp4, or OUT/NNNN_STEM.mp4 among several inputs (as detect names images)."""
-    from caffessd.video.source import SourceSpec
-
     stem = SourceSpec.parse(source).stem
     return Path(out_dir) / (f"{stem}.mp4" if total == 1 else f"{index:04d}_{stem}.mp4")
 

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from caffessd.errors import FormatError
+from caffessd.video.source import require_av
 
 # x264 "veryfast" at CRF 23: about 2x the speed of its default preset at a
 # modest size cost (scripts/benchmark_video.py measures the encoder's share).
@@ -28,8 +29,6 @@ class VideoSink:
     """`write(bgr, time)` per frame, then `close()` (or `abort()`)."""
 
     def __init__(self, path, width: int, height: int, rate: Optional[Fraction]):
-        from caffessd.video.source import require_av
-
         av = require_av()
 
         self.path = Path(path)

@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.util.outputs import file_name_for
 from caffessd.video.sampling import KEEP, STOP, FrameSampler
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
@@ -59,8 +60,6 @@ class SourceSpec:
     @property
     def stem(self) -> str:
         """A file-name stem for outputs named after the source."""
-        from caffessd.outputs import file_name_for
-
         if self.kind == "pipe":
             return "stdin"
         if self.kind == "file":

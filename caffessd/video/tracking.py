@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from caffessd.runtime import Detection
+from caffessd.inference.detector import Detection
 
 # Constant velocity over [cx, cy, s, r, vcx, vcy, vs]: position += velocity each frame.
 _F = np.eye(7)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from caffessd.protoio import atomic_write
+from caffessd.util.files import atomic_write
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
@@ -38,7 +38,7 @@ def thickness_for(image: np.ndarray) -> int:
 
 
 def draw_detections(image_bgr: np.ndarray, detections: Sequence, lines: Sequence = ()) -> np.ndarray:
-    """Draw `detections` (caffessd.runtime.Detection, or TrackedDetection) and
+    """Draw `detections` (caffessd.inference.detector.Detection, or TrackedDetection) and
     `lines` ((x0, y0, x1, y1) counting lines, white) into the HxWx3 uint8 BGR
     array, in place; returns it."""
     thickness = thickness_for(image_bgr)
@@ -136,7 +136,7 @@ def _render_label(text: str, rgb: tuple, text_rgb: tuple, size: int) -> np.ndarr
 
 
 def annotate(image_bgr: np.ndarray, detections: Sequence, path, lines: Sequence = ()) -> Path:
-    """Draw `detections` (caffessd.runtime.Detection) on a copy of the image and save it."""
+    """Draw `detections` (caffessd.inference.detector.Detection) on a copy of the image and save it."""
     import io
 
     from PIL import Image
