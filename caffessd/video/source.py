@@ -169,7 +169,7 @@ class VideoReader:
                 raise FormatError(spec.text, "no such file")
             if not path.is_file():
                 raise FormatError(spec.text, "is not a file")
-        kwargs = {"timeout": (self.timeout, self.timeout)} if spec.kind == "url" else {}
+        kwargs = {"timeout": (self.timeout, self.timeout)} if spec.kind in ("url", "camera") else {}
         try:
             container = av.open(spec.target, format=spec.format, **kwargs)
         except (av.error.FFmpegError, OSError) as exc:
