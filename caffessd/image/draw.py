@@ -81,17 +81,21 @@ def draw_line(image: np.ndarray, line, rgb, thickness: int) -> None:
             image[py[inside], px[inside]] = rgb[::-1]
 
 
-def draw_caption(image: np.ndarray, text: str, x: float, y: float, rgb, text_rgb=(0, 0, 0)) -> None:
-    """`text` on a `rgb` label above (x, y), or below it at the top edge."""
+def draw_caption(image: np.ndarray, text: str, x: float, y: float, rgb, text_rgb=(0, 0, 0),
+                 above: bool = True) -> int:
+    """`text` on a `rgb` label whose top-left corner is at (x, y), or which sits
+    on y when `above` (then below y if there is no room at the top edge).
+    Returns the label's height."""
     label = _label(text, tuple(rgb), tuple(text_rgb), _font_size(min(image.shape[:2])))
     height, width = image.shape[:2]
     left = int(round(x))
-    top = int(round(y)) - label.shape[0]
+    top = int(round(y)) - (label.shape[0] if above else 0)
     if top < 0:
         top = int(round(y))
     left, top = max(0, min(left, width - 1)), max(0, min(top, height - 1))
     region = image[top:top + label.shape[0], left:left + label.shape[1]]
     region[...] = label[:region.shape[0], :region.shape[1]]
+    return label.shape[0]
 
 
 def _font_size(side: int) -> int:

@@ -64,11 +64,12 @@ def render(result, lines: Sequence = ()):
     """The annotated frame (a BGR copy): boxes, track ids, counting lines and counts."""
     image = draw_detections(result.image.copy(), result.detections, [line.points for line in lines])
     y = 0
-    for per_line in (result.counts or {}).values():
+    counts = result.counts or {}
+    for line, per_line in counts.items():     # the running counts, stacked at the top left
         for name, counted in per_line.items():
-            text = f"{name}: in {counted['in']}  out {counted['out']}"
-            draw_caption(image, text, 0, y, (0, 0, 0), WHITE)   # at the top edge: drawn below y
-            y += max(14, min(image.shape[:2]) // 30) + 8
+            where = f"[{line}] " if len(counts) > 1 else ""
+            text = f"{where}{name}: in {counted['in']}  out {counted['out']}"
+            y += draw_caption(image, text, 0, y, (0, 0, 0), WHITE, above=False) + 2
     return image
 
 

@@ -158,4 +158,5 @@ def _time(value, option: str) -> Optional[Fraction]:
 def _rate(value) -> Optional[Fraction]:
     if value is None or isinstance(value, Fraction):
         return value
-    return parse_rate(str(value)) if isinstance(value, str) else parse_rate(str(Fraction(value).limit_denominator(1001)))
+    text = value if isinstance(value, str) else str(Fraction(value).limit_denominator(1001))
+    return parse_rate(text)
