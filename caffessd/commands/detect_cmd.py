@@ -24,8 +24,9 @@ from caffessd.util.outputs import refuse_overwriting
 @click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt naming the classes")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="minimum score to report")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="detections", show_default=True,
-              help="folder for the annotated images")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="JSON file (default OUT/detections.json)")
+              help="folder for the annotated images and videos")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="JSON file (default OUT/detections.json; with a video, JSON Lines in OUT/detections.jsonl)")
 @click.option("--mean", help="per-channel mean, '127.5' or '104,117,123' (Caffe models)")
 @click.option("--scale", type=float, help="multiplier after mean subtraction, e.g. 0.007843")
 @click.option("--rgb/--bgr", default=None, help="the net takes RGB or BGR [default: from the net, else BGR]")
