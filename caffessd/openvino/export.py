@@ -46,6 +46,10 @@ def export_openvino(prototxt, caffemodel, output, *, metadata: Optional[dict] = 
     if output.suffix.lower() != ".xml":
         raise CaffessdError(f"{output}: an OpenVINO IR is written as NAME.xml (+ NAME.bin); give -o NAME.xml")
     ov = openvino()
+    if calibrate is not None:
+        from caffessd.openvino.quantize import nncf_module
+
+        nncf_module()  # before the net is converted and the pictures read
     net = Net.load(prototxt, caffemodel)
     model, facts = build_model(net, metadata or {}, input_shapes, raw)
     prep = preprocessing_of(facts)

@@ -26,7 +26,7 @@ FLOAT_OPS = ["DetectionOutput"]
 
 def nncf_module():
     """NNCF, or one line naming the extra it comes with."""
-    return require_runtime("nncf", engine="openvino (--int8)", extra="openvino")
+    return require_runtime("nncf", engine="openvino", extra="openvino", who="export-openvino --int8")
 
 
 def quantize(model, blobs: List[np.ndarray], source):
