@@ -113,6 +113,7 @@ def face_reference(face_photos):
 def test_int8_ir_finds_the_same_faces(face_prototxt, face_caffemodel, face_photos, face_reference, tmp_path):
     from PIL import Image
 
+    pytest.importorskip("nncf")
     calibration = tmp_path / "calibration"
     calibration.mkdir()
     for photo in face_photos:  # the photos and their mirror images

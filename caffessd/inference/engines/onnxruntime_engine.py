@@ -74,7 +74,7 @@ def check_started(session, device: str, source) -> None:
 
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
-    extra = "gpu"           # only --device cuda/tensorrt need more than the core install
+    extra = ""              # a core dependency; --device cuda/tensorrt need the onnxruntime-gpu build instead
     suffixes = (".onnx",)
     devices = tuple(PROVIDERS)
     precisions = ("f32", "f16")
