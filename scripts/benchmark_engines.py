@@ -48,8 +48,8 @@ from benchmark_deploy import (GEN_MODELS, MOBILENET_PREP, eval_map, gen_model, g
 from benchmark_inference import time_runs  # noqa: E402
 
 from caffessd.inference.engines import known_engines  # noqa: E402
-from caffessd.preprocess import load_image, make_blob  # noqa: E402
-from caffessd.runtime import Detector, default_model  # noqa: E402
+from caffessd.image.preprocess import load_image, make_blob  # noqa: E402
+from caffessd.inference.detector import Detector, default_model  # noqa: E402
 
 FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
 
@@ -103,7 +103,7 @@ def prep_args(prep) -> list:
 
 def make_variants(prototxt, weights, prep, folder: Path, calibration: Path, images: int) -> list:
     """(label, artifact, engine name, precision) for every variant this machine can run."""
-    from caffessd.deploy import quantize_model
+    from caffessd.inference import quantize_model
 
     folder.mkdir(parents=True, exist_ok=True)
     onnx = folder / "model.onnx"

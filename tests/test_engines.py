@@ -85,7 +85,7 @@ def test_detector_device_on_this_onnxruntime(tmp_path):
     unless this is the GPU build (then it must really start)."""
     import onnxruntime
 
-    from caffessd.runtime import Detector
+    from caffessd.inference.detector import Detector
 
     assert Detector(cache=tmp_path, device="cpu").engine.session.get_providers() == ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -104,7 +104,7 @@ openvino_needed = pytest.mark.skipif(not engine_class("openvino").available(), r
 
 @pytest.fixture(scope="module")
 def face_ir(tmp_path_factory, face_prototxt, face_caffemodel):
-    from caffessd.openvino import export_openvino
+    from caffessd.export.openvino import export_openvino
 
     folder = tmp_path_factory.mktemp("ir")
     export_openvino(face_prototxt, face_caffemodel, folder / "face.xml")

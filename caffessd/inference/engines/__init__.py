@@ -13,6 +13,10 @@ is simply not available, so adding an engine is adding its module.
 An engine's runtime is an optional extra (caffessd[openvino], [ncnn],
 [tflite]); asking for one that is not installed is one line naming it
 (caffessd.inference.engines.base.MissingRuntime).
+
+May import: util, the core, image/ and onnxconv/ (an engine reads caffessd's
+ONNX metadata); each runtime only inside functions. Never exporters
+(caffessd.export) or anything above inference/.
 """
 from __future__ import annotations
 

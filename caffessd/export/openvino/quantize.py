@@ -1,6 +1,6 @@
 """int8 IRs with NNCF's post-training quantization (the OpenVINO field's
 quantizer): activations calibrated on real pictures preprocessed exactly as
-the model's metadata says (caffessd.deploy.calibration, shared with
+the model's metadata says (caffessd.inference.calibration, shared with
 `caffessd quantize`), weights per channel.
 
 DetectionOutput stays float: NNCF is told to leave it alone (it never
@@ -20,7 +20,7 @@ import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.inference.engines.base import require_runtime
-from caffessd.openvino.build import first_line
+from caffessd.export.openvino.build import first_line
 
 # Op types NNCF must leave in float whatever its defaults.
 FLOAT_OPS = ["DetectionOutput"]
