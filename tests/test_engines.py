@@ -226,3 +226,25 @@ def test_export_openvino_never_overwrites_its_inputs(face_prototxt, face_caffemo
                                           "--int8", "--calibrate", empty], capsys)[:2])
         assert "empty: no images to calibrate with" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "net.bin"]
+
+
+@openvino_needed
+def test_a_caffe_model_on_openvino_and_engines_that_need_their_export(face_prototxt, face_caffemodel, face_photos,
+                                                                      tmp_path):
+    """A Caffe model runs on OpenVINO through its cached ONNX conversion (OpenVINO reads ONNX);
+    an engine that reads only its own files asks for the export."""
+    from caffessd.inference.detector import Detector
+    from engine_parity import match_detections
+
+    ours = Detector(face_prototxt, face_caffemodel, engine="openvino", cache=tmp_path, threshold=0.3, threads=2)
+    theirs = Detector(face_prototxt, face_caffemodel, cache=tmp_path, threshold=0.3, threads=2)
+    assert ours.engine.name == "openvino" and ours.onnx_path == theirs.onnx_path
+    match_detections(ours(face_photos[1]), theirs(face_photos[1]), threshold=0.3)
+    for name in ("ncnn", "tflite"):
+        try:
+            cls = engine_class(name)
+        except CaffessdError:
+            continue  # not in this caffessd yet
+        with pytest.raises(CaffessdError, match=f"the {name} engine runs its own files .*caffessd export-{name}"):
+            Detector(face_prototxt, face_caffemodel, engine=name, cache=tmp_path)
+        assert cls.name == name
