@@ -24,6 +24,8 @@ def test_engines_by_file_type_and_name(tmp_path):
     assert names[:2] == ["onnxruntime", "openvino"]
     with pytest.raises(FormatError, match=r"cannot tell which engine runs a '\.pb' file .*give --engine"):
         engine_for_path(tmp_path / "model.pb")
+    with pytest.raises(FormatError, match="is part of a Caffe model, not an exported one"):
+        engine_for_path(tmp_path / "deploy.prototxt")
     with pytest.raises(CaffessdError, match="unknown engine 'tensorflow'"):
         engine_class("tensorflow")
     weird = tmp_path / "ssd.param"

@@ -70,6 +70,9 @@ def known_engines() -> List[Type[Engine]]:
 def engine_for_path(path) -> Type[Engine]:
     """The engine that opens `path` by its file type (suffix)."""
     suffix = Path(path).suffix.lower()
+    if suffix in (".prototxt", ".caffemodel"):
+        raise FormatError(path, "is part of a Caffe model, not an exported one (.onnx, .xml, ...): give a Caffe "
+                                "model as its deploy prototxt and caffemodel (--model/--weights)")
     engines = known_engines()
     for engine in engines:
         if suffix in engine.suffixes:
