@@ -133,8 +133,8 @@ def engine_variants(engine, prototxt, weights, prep, folder, calibration, images
     if "--fp16" in options:
         wanted.append(("fp16", ["--fp16"]))
     if "--int8" in options:
-        wanted.append(("int8", ["--int8", "--calibrate", calibration] + (["--images", images]
-                                                                          if "--images" in options else [])))
+        count = next(([flag, images] for flag in ("--images", "--calibration-images") if flag in options), [])
+        wanted.append(("int8", ["--int8", "--calibrate", calibration, *count]))
     for label, extra in wanted:
         target = artifact_target(engine, folder / f"{engine.name}-{label}")
         try:
