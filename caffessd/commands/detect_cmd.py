@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from caffessd.commands.options import max_memory_option
+from caffessd.commands.options import engine_options, max_memory_option
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.image.preprocess import load_image, parse_mean
 from caffessd.protoio import labelmap_names
@@ -20,7 +20,9 @@ from caffessd.util.outputs import refuse_overwriting
 @click.argument("images", nargs=-1)
 @click.option("--model", "prototxt", type=click.Path(dir_okay=False), help="deploy prototxt (with --weights)")
 @click.option("--weights", type=click.Path(dir_okay=False), help="caffemodel (with --model)")
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="ONNX model from `caffessd export-onnx`")
+@click.option("--artifact", "--onnx", "onnx_path", type=click.Path(dir_okay=False),
+              help="exported model: .onnx (export-onnx), OpenVINO .xml (export-openvino), ncnn .param, .tflite")
+@engine_options
 @click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt naming the classes")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="minimum score to report")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="detections", show_default=True,
@@ -30,7 +32,7 @@ from caffessd.util.outputs import refuse_overwriting
 @click.option("--mean", help="per-channel mean, '127.5' or '104,117,123' (Caffe models)")
 @click.option("--scale", type=float, help="multiplier after mean subtraction, e.g. 0.007843")
 @click.option("--rgb/--bgr", default=None, help="the net takes RGB or BGR [default: from the net, else BGR]")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads")
+@click.option("--threads", type=click.IntRange(min=1), help="inference threads (onnxruntime intra-op, OpenVINO, ...)")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="where converted models are kept")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="images per inference run [default: the model's batch size; Caffe models are converted for N; "
@@ -55,9 +57,9 @@ from caffessd.util.outputs import refuse_overwriting
               help="live streams and cameras: reopen a stalled or dropped source up to N times in a row")
 @click.option("--video/--no-video", "write_video", default=True,
               help="videos: write the annotated video to OUT [default: --video]")
-def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, json_path, mean, scale, rgb,
-            threads, cache_dir, batch, workers, streams, max_pixels, every, sample_fps, start, duration, track,
-            count_lines, reconnect, write_video):
+def command(images, prototxt, weights, onnx_path, engine, device, precision, labels, threshold, out_dir, json_path,
+            mean, scale, rgb, threads, cache_dir, batch, workers, streams, max_pixels, every, sample_fps, start,
+            duration, track, count_lines, reconnect, write_video):
     """Detect objects in IMAGES (files, folders, globs) and videos (files, rtsp:// and
     other stream URLs, - for a stream on stdin, /dev/videoN cameras); with no model,
     find faces with the embedded YuFaceDetectNet. With no input, run on the bundled
@@ -79,14 +81,14 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     video_options = _video_options(videos, every, sample_fps, start, duration, track, count_lines, reconnect,
                                    batch, workers, streams, write_video)
     if onnx_path and (prototxt or weights):
-        raise click.UsageError("give either --onnx or --model/--weights, not both")
+        raise click.UsageError("give either --artifact/--onnx or --model/--weights, not both")
     # Fail before the model runs, not after the first annotated image is written.
     check_writable(out_dir, folder=True)
     default_json = "detections.jsonl" if videos else "detections.json"
     json_target = Path(json_path) if json_path else Path(out_dir) / default_json
     check_writable(json_target)
     _refuse_overwriting_inputs(inputs, out_dir, json_target, video_options)
-    detector = Detector(prototxt, weights, onnx_path=onnx_path,
+    detector = Detector(prototxt, weights, onnx_path=onnx_path, engine=engine, device=device, precision=precision,
                         labels=labelmap_names(labels) if labels else None,
                         preprocessing=_preprocessing(prototxt, mean, scale, rgb),
                         threshold=threshold, cache=Path(cache_dir) if cache_dir else None,
@@ -239,7 +241,7 @@ def _preprocessing(prototxt, mean, scale, rgb):
         return None
     if not prototxt:
         raise click.UsageError("--mean, --scale and --rgb apply to a Caffe model (--model); the embedded "
-                               "model and exported ONNX files carry their own preprocessing")
+                               "model and exported files carry their own preprocessing")
     from caffessd.inference.detector import preprocessing_for_net
 
     prep = preprocessing_for_net(prototxt)
