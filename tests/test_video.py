@@ -16,7 +16,8 @@ What is proven, end to end as a user sees it:
   playable video holding exactly the frames of the complete JSON Lines, with
   exit status 130 and 143;
 - a live stream (tcp://) that drops is reopened, then given up with one line;
-- a display rotation turns frames upright.
+- a display rotation turns frames upright;
+- another engine (OpenVINO) runs videos through the same code, with the same faces.
 """
 import json
 import os
@@ -112,6 +113,21 @@ def test_cli_writes_the_annotated_video_and_json_lines(clip, clip_results, tmp_p
     assert times == pytest.approx([i / 30 for i in range(FRAMES)], abs=1e-6)
     assert (out / "0001_keliamoniz1.jpg").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]    # no temporary left
+
+
+def test_another_engine_runs_videos_through_the_same_code(clip, clip_results, cache):
+    """detect_video uses only the Detector's detect_many: the OpenVINO engine
+    (on the face model's cached ONNX conversion) gives the same faces, frame by
+    frame (boxes within 0.5 px, scores within 1e-3: engine_parity's rule)."""
+    pytest.importorskip("openvino")
+    from engine_parity import match_detections
+
+    detector = Detector(cache=cache, engine="openvino", threads=2)
+    assert detector.engine.name == "openvino"
+    results = list(detect_video(detector, clip))
+    assert [r.index for r in results] == [r.index for r in clip_results]
+    for ours, reference in zip(results, clip_results):
+        assert match_detections(ours.detections, reference.detections, threshold=0.5)["matched"] == 1
 
 
 def _slot_starts(frames, rate, fps):
