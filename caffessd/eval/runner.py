@@ -18,8 +18,16 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from caffessd.errors import CaffessdError, FormatError
+from caffessd.errors import CaffessdError
 from caffessd.eval.models import LoadedModel, model_num_classes, load_detector, model_names, name_labels
+from caffessd.datasets import open_dataset
+from caffessd.protoio import labelmap_names
+from caffessd.util.parallel import ordered_map
+from caffessd.image.preprocess import load_image, make_blob
+from caffessd.util.progress import Progress
+from caffessd.eval.wider import find_ground_truth_dir, key_for, load_ground_truth, wider_evaluate, write_results
+from caffessd.eval.voc import VocAccumulator
+from caffessd.eval.coco import CocoAccumulator
 
 METRICS = ("voc07", "voc12", "integral", "coco", "wider")
 
@@ -38,6 +46,7 @@ class EvalResult:
     summary: Dict[str, float]
     per_class: Dict[str, dict] = field(default_factory=dict)
     curves: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    engine: str = ""    # what ran it, Engine.label(): "onnxruntime", "openvino bf16", "onnxruntime cuda"
 
     @property
     def images_per_second(self) -> float:
@@ -46,7 +55,7 @@ class EvalResult:
     def to_dict(self) -> dict:
         return {"model": self.model, "source": self.source, "metric": self.metric, "images": self.images,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
-                "summary": self.summary, "per_class": self.per_class}
+                "engine": self.engine, "summary": self.summary, "per_class": self.per_class}
 
 
 def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None):
@@ -54,11 +63,9 @@ def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labe
     if isinstance(dataset, (str, Path)):
         if format is None:
             raise CaffessdError("a dataset path needs its format (voc, coco, wider, kitti, list, lmdb)")
-        from caffessd.datasets import open_dataset
 
         names = None
         if labelmap is not None and format in ("list", "lmdb"):
-            from caffessd.protoio import labelmap_names
             names = labelmap_names(labelmap)
         return open_dataset(dataset, format, split, labelmap=names)
     return dataset
@@ -69,7 +76,6 @@ def dataset_classes(dataset, labelmap, models: Sequence) -> List[str]:
     if classes:
         return [c for c in classes if c != "background"]
     if labelmap is not None:
-        from caffessd.protoio import labelmap_names
         return [n for k, n in sorted(labelmap_names(labelmap).items()) if k != 0]
     for detector in models:
         if detector.labels:
@@ -84,10 +90,8 @@ class _Scorer:
         self.metric = metric
         self.classes = classes
         if metric in ("voc07", "voc12", "integral"):
-            from caffessd.eval.voc import VocAccumulator
             self.voc = VocAccumulator(classes, iou, metric)
         elif metric == "coco":
-            from caffessd.eval.coco import CocoAccumulator
             annotation = getattr(dataset, "annotation_file", None) if hasattr(dataset, "label_ids") and \
                 dataset.label_ids() else None
             category_ids = dataset.label_ids() if annotation is not None else None
@@ -103,7 +107,6 @@ class _Scorer:
             self.coco.add_image(record, index, detections)
             self.coco_ids.append(self.coco.image_id(record, index))
         elif self.metric == "wider":
-            from caffessd.eval.wider import key_for
             rows = [(x0, y0, x1 - x0, y1 - y0, score) for _, score, (x0, y0, x1, y1) in detections]
             self.wider[key_for(record.name)] = np.asarray(rows, dtype=np.float32).reshape(-1, 5)
         else:
@@ -112,7 +115,7 @@ class _Scorer:
 
 
 def evaluate(model, dataset, metric: str = "voc07", **options) -> EvalResult:
-    """Evaluate one model (Detector, ONNX path or (prototxt, caffemodel)) on a
+    """Evaluate one model (Detector, exported file or (prototxt, caffemodel)) on a
     dataset (a path with `format=`, a reader, or any iterable of ImageRecord).
     Options as `evaluate_models`."""
     return evaluate_models([model], dataset, metric, **options)[0]
@@ -121,14 +124,13 @@ def evaluate(model, dataset, metric: str = "voc07", **options) -> EvalResult:
 def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format: Optional[str] = None,
                     split: Optional[str] = None, labelmap=None, iou: float = 0.5, threshold: float = 0.01,
                     limit: Optional[int] = None, wider_gt=None, work_dir=None, workers: int = 2,
-                    threads: Optional[int] = None, progress: bool = True) -> List[EvalResult]:
+                    threads: Optional[int] = None, progress: bool = True, engine: Optional[str] = None,
+                    device: Optional[str] = None, precision: Optional[str] = None) -> List[EvalResult]:
     """Evaluate several models side by side in one pass over the dataset:
     each image is decoded once, preprocessed for each model in the decode
-    pool, and run through each model in turn."""
-    from caffessd.parallel import ordered_map
-    from caffessd.preprocess import make_blob
-    from caffessd.progress import Progress
-
+    pool, and run through each model in turn. `engine`, `device` and
+    `precision` choose the runtime of every model given as a file or a
+    Caffe pair (caffessd.inference.detector.Detector)."""
     if metric not in METRICS:
         raise CaffessdError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
     labelmap = Path(labelmap) if labelmap is not None else None
@@ -136,7 +138,7 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
     where = dataset if isinstance(dataset, (str, Path)) else "the dataset"
     if hasattr(reader, "__len__") and len(reader) == 0:
         raise CaffessdError(f"{where}: no images to evaluate")
-    loaded = [load_detector(m, threshold, threads) for m in models]
+    loaded = [load_detector(m, threshold, threads, engine, device, precision) for m in models]
     detectors = [d for d, _ in loaded]
     classes = dataset_classes(reader, labelmap, detectors)
     if metric == "wider" and classes != ["face"]:
@@ -154,13 +156,13 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
         total = min(total, limit) if total is not None else limit
     records: Iterable = itertools.islice(iter(reader), limit) if limit is not None else iter(reader)
     load = getattr(reader, "load_image", None)
-    preps = [run.detector.preprocessing for run in runs]
+    detectors = [run.detector for run in runs]
 
     def prepare(record):
         # Runs in the decode pool: the image lives only until its blobs exist.
         image = load(record) if load is not None else _load_image(record)
         height, width = image.shape[:2]
-        return record, [make_blob(image, p) for p in preps], width, height
+        return record, [detector.prepare(image) for detector in detectors], width, height
 
     count, start = 0, time.perf_counter()
     with Progress(total, "evaluating", unit="img", enabled=progress) as bar:
@@ -177,7 +179,6 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
 
 
 def _load_image(record) -> np.ndarray:
-    from caffessd.preprocess import load_image
     return load_image(record.path)
 
 
@@ -194,8 +195,6 @@ def _named(run: LoadedModel, rows: np.ndarray, width: int, height: int, record):
 
 
 def _wider_truth(reader, wider_gt, split):
-    from caffessd.eval.wider import find_ground_truth_dir, load_ground_truth
-
     root = Path(getattr(reader, "root", "."))
     return load_ground_truth(find_ground_truth_dir(root, Path(wider_gt) if wider_gt else None, split or "val"),
                              split or "val")
@@ -203,7 +202,8 @@ def _wider_truth(reader, wider_gt, split):
 
 def _finish(run: LoadedModel, scorer: _Scorer, metric: str, count: int, seconds: float, wider_truth,
             work_dir) -> EvalResult:
-    base = dict(model=run.name, source=run.source, metric=metric, images=count, seconds=seconds)
+    base = dict(model=run.name, source=run.source, metric=metric, images=count, seconds=seconds,
+                engine=run.detector.engine.label())
     if metric == "coco":
         import tempfile
         if work_dir is None:
@@ -218,7 +218,6 @@ def _finish(run: LoadedModel, scorer: _Scorer, metric: str, count: int, seconds:
         stats.pop("detections", None)
         return EvalResult(**base, summary=stats, per_class=per_class, curves=curves)
     if metric == "wider":
-        from caffessd.eval.wider import wider_evaluate, write_results
         evaluated = [image for image in wider_truth if (image.event, image.name) in scorer.wider]
         unknown = [key for key in scorer.wider if key not in {(i.event, i.name) for i in wider_truth}]
         if unknown:
