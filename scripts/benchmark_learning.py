@@ -113,15 +113,60 @@ def gen_model_args(work: Path, data: Path, args, iterations: int) -> List[str]:
             "--max-iter", str(iterations), "--from-scratch", "-o", str(work / "caffessd")]
 
 
+# Other caffessd recipes, for the comparisons in docs/training-recipe.md: each is gen-model
+# with --max-iter (and the flags named), then the edits a user would make by hand.
+VARIANTS = {
+    "recipe": "gen-model --max-iter N --from-scratch (the recipe)",
+    "published": "gen-model --max-iter N: the published RMSProp solver scaled to the run",
+    "readme-adam": "the earlier README recipe: --max-iter N, Adam 0.005 constant then x0.1 for the last quarter, "
+                   "mirror and resize only, BatchNorm moving_average_fraction 0.9",
+    "sgd": "--from-scratch with SGD momentum 0.9 at 0.02 instead of Adam (torchvision's optimizer, no warm-up)",
+}
+
+
+def apply_variant(variant: str, model: Path, iterations: int) -> None:
+    """Edit gen-model's files as the variant says (nothing for the recipe)."""
+    from caffessd import caffe_pb2, protoio
+
+    if variant in ("recipe", "published"):
+        return
+    solver_path = model / "solver_train.prototxt"
+    solver = protoio.read_prototxt(solver_path, caffe_pb2.SolverParameter)
+    if variant == "sgd":
+        solver.type, solver.base_lr, solver.momentum = "SGD", 0.02, 0.9
+    else:  # readme-adam
+        solver.type, solver.base_lr, solver.momentum, solver.momentum2 = "Adam", 0.005, 0.9, 0.999
+        solver.lr_policy, solver.gamma = "multistep", 0.1
+        solver.stepvalue[:] = [iterations * 3 // 4]
+        net = protoio.read_net(model / "train.prototxt")
+        for layer in net.layer:
+            if layer.type == "AnnotatedData":
+                layer.transform_param.ClearField("distort_param")
+                layer.transform_param.ClearField("expand_param")
+                del layer.annotated_data_param.batch_sampler[1:]  # the first is the whole image
+            if layer.type == "BatchNorm":
+                layer.batch_norm_param.moving_average_fraction = 0.9
+        protoio.write_prototxt(net, model / "train.prototxt")
+    protoio.write_prototxt(solver, solver_path)
+
+
 def train_caffessd(work: Path, data: Path, args, checkpoints: Sequence[int]) -> Dict[int, Tuple[float, float]]:
     """{images seen: (held-out mAP, training seconds so far)} from `caffessd train`'s log."""
     from caffessd import caffe_pb2, protoio
 
     iterations = checkpoints[-1] // args.batch
     command = gen_model_args(work, data, args, iterations)
-    print("caffessd " + " ".join(command), flush=True)
+    if args.variant in ("published", "readme-adam"):
+        command.remove("--from-scratch")
+    command[-2:-2] = args.gen_model_args.split()
+    print("caffessd " + " ".join(command) + ("" if args.variant == "recipe" else f"  (variant {args.variant})"),
+          flush=True)
+    plain = args.variant == "recipe" and not args.gen_model_args
+    model = work / ("caffessd" if plain else "caffessd-" + re.sub(r"[^\w.]+", "_", f"{args.variant}{args.gen_model_args}"))
+    command[command.index("-o") + 1] = str(model)
     caffessd_cli(*command)
-    solver_path = work / "caffessd" / "solver_train.prototxt"
+    apply_variant(args.variant, model, iterations)
+    solver_path = model / "solver_train.prototxt"
     solver = protoio.read_prototxt(solver_path, caffe_pb2.SolverParameter)
     wanted = {images // args.batch for images in checkpoints}
     tested = set(range(solver.test_interval, iterations + 1, solver.test_interval)) if solver.test_interval else set()
@@ -149,7 +194,7 @@ def train_caffessd(work: Path, data: Path, args, checkpoints: Sequence[int]) -> 
                 print(f"  caffessd: {testing * args.batch} images, held-out mAP {value:.3f}", flush=True)
     if process.wait():
         sys.exit("caffessd train failed:\n" + "".join(log[-40:]))
-    (work / "caffessd_train.log").write_text("".join(log))
+    (model / "train.log").write_text("".join(log))
     return results
 
 
@@ -343,7 +388,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="peer SGD learning rate [default: the reference's 0.15 x batch / 192]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", default="", help="comma-separated: caffessd, peer")
+    parser.add_argument("--variant", default="recipe", choices=sorted(VARIANTS),
+                        help="caffessd's recipe, or another one to compare: " +
+                             "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
+    parser.add_argument("--gen-model-args", default="",
+                        help="more gen-model options for caffessd, e.g. '--conf-loss softmax --lr 0.002'")
     parser.add_argument("--concurrent", action="store_true", help="run the two trainers at the same time")
+    parser.add_argument("--peer-results", type=Path,
+                        help="the peer's figures from an earlier run's results.json (same data and checkpoints) "
+                             "instead of training it again")
     parser.add_argument("--results", type=Path, help=argparse.SUPPRESS)  # a child of --concurrent
     return parser.parse_args(argv)
 
@@ -371,7 +424,11 @@ def main() -> None:
     else:
         if "caffessd" not in skip:
             results["caffessd"] = train_caffessd(work, data, args, checkpoints)
-        if "peer" not in skip:
+        if args.peer_results:
+            # The peer does not change with caffessd's recipe: a previous run's figures.
+            saved = json.loads(args.peer_results.read_text())["peer"]
+            results["peer"] = {int(k): tuple(v) for k, v in saved.items()}
+        elif "peer" not in skip:
             results["peer"] = train_peer(work, data, args, checkpoints)
     if args.results:
         args.results.write_text(json.dumps({k: {str(i): v for i, v in r.items()} for k, r in results.items()}))

@@ -63,6 +63,12 @@ def test_from_scratch_writes_adam_with_poly_decay_full_rates_and_light_augmentat
     assert not test.layer[0].transform_param.mirror  # the test net only warps
     solver, train, _ = generate(tmp_path, capsys, "--max-iter", "2000", "--from-scratch", "--lr", "0.01")
     assert solver.base_lr == pytest.approx(0.01)
+    for options, loss in ((("--backbone", "mnv2", "--from-scratch"), caffe_pb2.MultiBoxLossParameter.SOFTMAX),
+                          (("--backbone", "mnv2"), caffe_pb2.MultiBoxLossParameter.LOGISTIC),
+                          (("--backbone", "mnv2", "--from-scratch", "--conf-loss", "logistic"),
+                           caffe_pb2.MultiBoxLossParameter.LOGISTIC)):
+        _, train, _ = generate(tmp_path, capsys, "--max-iter", "2000", *options)
+        assert train.layer[-1].multibox_loss_param.conf_loss_type == loss, options
     solver, train, _ = generate(tmp_path, capsys, "--max-iter", "2000")
     assert train.layer[0].transform_param.HasField("expand_param")  # the published augmentation otherwise
 

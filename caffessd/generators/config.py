@@ -200,7 +200,9 @@ class SSDConfig:
         if filled.extra_layers is None:
             filled.extra_layers = "plain" if mnv1 and self.head == "ssd" else "depthwise"
         if filled.conf_loss is None:
-            filled.conf_loss = "softmax" if mnv1 else "logistic"
+            # The published MobileNetV2 nets keep TF's sigmoid scores (their weights come from
+            # TF); from scratch there is nothing to match, and softmax learned faster.
+            filled.conf_loss = "softmax" if mnv1 or self.from_scratch else "logistic"
         if filled.pretrained_lr_mult is None:
             filled.pretrained_lr_mult = 1.0 if self.from_scratch or not mnv1 else 0.1
         if filled.bn_eps is None and not mnv1:

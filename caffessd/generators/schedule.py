@@ -44,6 +44,10 @@ class FromScratch:
       rises steadily instead of jumping with a high constant rate, and the last
       snapshot is the settled one;
     - every layer at the full rate (pretrained layers' lr_mult 1);
+    - a softmax class loss unless --conf-loss says otherwise (MobileNetV2's
+      published logistic loss matches TF's converted sigmoid weights; from
+      scratch, softmax reached a higher held-out mAP at every test from 3,200
+      images on);
     - BatchNorm statistics averaged over the recent iterations only (see
       bn_moving_average);
     - no photometric distortion and no zoom-out (expand): the crops and the
