@@ -31,8 +31,9 @@ the batch here (--peer-lr). Its detections (its own post-processing: score
 
 Needs the `bench` extra (torch, torchvision: CPU is enough) and the `tf` extra.
 
-    python scripts/benchmark_learning.py --workdir /tmp/bench_learn                       # 4k..16k images, 160x160
-    python scripts/benchmark_learning.py --workdir /tmp/bl --checkpoints 800,1600 --train-images 200 --test-images 40
+    python scripts/benchmark_learning.py --workdir /tmp/bl --concurrent                  # 3.2k..16k images, 160x160
+    python scripts/benchmark_learning.py --workdir /tmp/bl128 --input 128 --checkpoints 1600,3200,4800,6400,8000 \\
+        --skip peer --peer-results /tmp/bl128/results.json       # caffessd again, the peer from a previous run
 """
 from __future__ import annotations
 
@@ -378,8 +379,9 @@ def train_peer(work: Path, data: Path, args, checkpoints: Sequence[int]) -> Dict
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--checkpoints", default="4000,8000,12000,16000",
-                        help="images seen at which both are tested (multiples of the batch; the last is the budget)")
+    parser.add_argument("--checkpoints", default="3200,6400,9600,12800,16000",
+                        help="images seen at which both are tested, the last being the budget; each a whole number "
+                             "of the tenths of the run that caffessd tests at (gen-model --max-iter)")
     parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--test-images", type=int, default=200)
     parser.add_argument("--input", type=int, default=160, help="input side of both nets (and of the images)")
