@@ -169,16 +169,13 @@ _ENVIRONMENTS: dict = {}
 def _open_environment(path: Path):
     """One read-only environment per database and process (LMDB refuses to
     open the same one twice in a process)."""
-    import lmdb
+    from caffessd.util.lmdb_check import open_checked
 
     key = os.path.realpath(path)
     env = _ENVIRONMENTS.get(key)
     if env is None:
-        try:
-            env = lmdb.open(os.fspath(path), readonly=True, lock=False, readahead=False, max_readers=256,
-                            subdir=path.is_dir())
-        except lmdb.Error as exc:
-            raise FormatError(path, f"cannot open as LMDB ({exc})") from None
+        # Walked first: a truncated or corrupt data.mdb is one error line, not a SIGBUS.
+        env = open_checked(path, max_readers=256)
         _ENVIRONMENTS[key] = env
     return env
 
@@ -191,7 +188,7 @@ class LmdbRecords:
         if not self.path.exists():
             raise FormatError(self.path, "no such LMDB (data_param.source)")
         self.env = _open_environment(self.path)
-        with self.env.begin() as txn:
+        with self._errors(), self.env.begin() as txn:
             self.keys = list(txn.cursor().iternext(keys=True, values=False))  # keys only: no image bytes read
         if not self.keys:
             raise FormatError(self.path, "the LMDB has no entries")
@@ -199,9 +196,18 @@ class LmdbRecords:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def _errors(self, key: Optional[bytes] = None):
+        from caffessd.datasets.lmdb_reader import lmdb_errors
+
+        return lmdb_errors(self.path, key.decode("utf-8", "replace") if key is not None else None)
+
     def raw(self, index: int) -> bytes:
-        with self.env.begin() as txn:
-            return txn.get(self.keys[index])
+        key = self.keys[index]
+        with self._errors(key), self.env.begin() as txn:
+            value = txn.get(key)
+        if value is None:
+            raise FormatError(self.path, f"entry {key!r} vanished while training (was the LMDB rewritten?)")
+        return value
 
     def parse(self, index: int):
         """(image bytes, encoded, (c, h, w), boxes [K, 4] f32, extra [K, 3] f32)."""
