@@ -78,12 +78,20 @@ def cache_dir() -> Path:
     return Path(base) / "caffessd"
 
 
-def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
-    """Content hash of the model files and everything that shapes the conversion."""
+def source_digest(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
+    """SHA-256 of the model files and everything that shapes the conversion."""
     digest = hashlib.sha256()
     for part in (read_bytes(prototxt), read_bytes(caffemodel), __version__.encode(), extra.encode()):
         digest.update(hashlib.sha256(part).digest())
-    return digest.hexdigest()[:20]
+    return digest.hexdigest()
+
+
+def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
+    """Content hash of the model files and everything that shapes the conversion (a cache entry's name)."""
+    return source_digest(prototxt, caffemodel, extra)[:20]
+
+
+SOURCE_KEY = "source_sha256"  # metadata of a cached conversion: the source_digest it was made from
 
 
 def convert_cached(spec: ModelSpec, directory: Optional[Path] = None, batch: int = 1) -> Tuple[Optional[Path], bool]:
@@ -105,9 +113,9 @@ def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int =
     if spec.labels:
         metadata["labels"] = {str(k): v for k, v in sorted(spec.labels.items())}
     batch_tag = f"batch{batch}" if batch > 1 else ""
-    key = model_key(spec.prototxt, spec.caffemodel, json.dumps(metadata, sort_keys=True) + batch_tag)
+    source = source_digest(spec.prototxt, spec.caffemodel, json.dumps(metadata, sort_keys=True) + batch_tag)
     directory = Path(directory) if directory else cache_dir()
-    target = directory / f"{Path(spec.prototxt).stem}{f'-b{batch}' if batch > 1 else ''}-{key}.onnx"
+    target = directory / f"{Path(spec.prototxt).stem}{f'-b{batch}' if batch > 1 else ''}-{source[:20]}.onnx"
 
     def build() -> bytes:
         from caffessd.net import Net
@@ -116,9 +124,20 @@ def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int =
         net = Net.load(spec.prototxt, spec.caffemodel)
         if not any(layer.type == "DetectionOutput" for layer in net.layers):
             raise FormatError(spec.prototxt, "has no DetectionOutput layer; detection needs an SSD deploy net")
-        return to_onnx(net, metadata=metadata, input_shapes=_batch_shape(net, batch)).SerializeToString()
+        return to_onnx(net, metadata={**metadata, SOURCE_KEY: source},
+                       input_shapes=_batch_shape(net, batch)).SerializeToString()
 
-    return modelcache.cached(target, build, lambda data: run_once(data, spec.prototxt))
+    def belongs(data: bytes):
+        """Why a checksum-sound entry is not this conversion (None when it is)."""
+        try:
+            recorded = read_metadata(_parse_onnx(data, target)).get(SOURCE_KEY)
+        except FormatError:
+            return "not an ONNX model"
+        return None if recorded == source else "made from other files than this model's"
+
+    from caffessd.onnxconv import read_metadata
+
+    return modelcache.cached(target, build, lambda data: run_once(data, spec.prototxt), belongs)
 
 
 def run_once(model: bytes, source) -> None:

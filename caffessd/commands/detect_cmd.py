@@ -48,8 +48,12 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
 
     if bool(prototxt) != bool(weights):
         raise click.UsageError("--model and --weights go together (give neither for the embedded face detector)")
-    paths = expand_image_args(images) if images else [sample_image()]
+    missing = []  # names that match nothing: reported with the failures, the other images still run
+    paths = expand_image_args(images, missing=missing) if images else [sample_image()]
     if not paths:
+        if missing:
+            more = f" (and {len(missing) - 1} more name(s) that match nothing)" if len(missing) > 1 else ""
+            raise FormatError(missing[0].path, missing[0].message + more)
         raise CaffessdError("no images found in " + ", ".join(images))
     if onnx_path and (prototxt or weights):
         raise click.UsageError("give either --onnx or --model/--weights, not both")
@@ -57,7 +61,7 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     check_writable(out_dir, folder=True)
     json_target = Path(json_path) if json_path else Path(out_dir) / "detections.json"
     check_writable(json_target)
-    _refuse_overwriting_images(paths, out_dir, json_target)
+    _refuse_overwriting_inputs(paths, out_dir, json_target, _model_inputs(prototxt, weights, onnx_path, labels))
     detector = Detector(prototxt, weights, onnx_path=onnx_path,
                         labels=labelmap_names(labels) if labels else None,
                         preprocessing=_preprocessing(prototxt, mean, scale, rgb),
@@ -69,15 +73,15 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
         _say_when_preprocessing_is_assumed(prototxt)
     if detector.converted and detector.onnx_path:
         click.echo(f"converted the Caffe model to {detector.onnx_path} (cached for later runs)", err=True)
-    results, failures = [], []
+    results, failures = [], [str(error) for error in missing]
     out_dir = Path(out_dir)
     load = functools.partial(load_image, max_pixels=max_pixels)
-    interrupted = False
+    interrupted = None
     try:
         with click.progressbar(length=len(paths), label="detecting", file=sys.stderr, hidden=len(paths) < 2) as bar:
             _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, results, failures)
-    except KeyboardInterrupt:  # Ctrl-C: keep what is finished (JSON below), then exit 130
-        interrupted = True
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what is finished (JSON below), then exit 130/143
+        interrupted = exc
     for result in results:
         _print_result(result)
     if results:
@@ -87,8 +91,8 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
         click.echo(f"wrote {len(results)} annotated image(s) to {out_dir}/ and {json_target}", err=True)
     for failure in failures:
         click.echo(f"caffessd: error: {failure}", err=True)
-    if interrupted:
-        _report_interrupt(len(results), len(paths), json_target if results else None)
+    if interrupted is not None:
+        _report_interrupt(len(results), len(paths), json_target if results else None, interrupted)
     if failures:
         raise SystemExit(1)
 
@@ -108,20 +112,35 @@ def _annotated_path(out_dir, index: int, path, total: int) -> Path:
     return Path(out_dir) / (f"{stem}.jpg" if total == 1 else f"{index:04d}_{stem}.jpg")
 
 
-def _refuse_overwriting_images(paths, out_dir, json_target) -> None:
+def _refuse_overwriting_inputs(paths, out_dir, json_target, models) -> None:
     """`detect photo.jpg --out .` would replace the photo by its annotated copy
-    (named as the detect loop names it: STEM.jpg, or NNNN_STEM.jpg for several)."""
-    from caffessd.outputs import refuse_overwriting
+    (named as the detect loop names it: STEM.jpg, or NNNN_STEM.jpg for several);
+    `--json W.caffemodel` the model (caffessd.outputs)."""
+    from caffessd.outputs import check_outputs
 
     outputs = [("--json", json_target)] + [("the annotated image", _annotated_path(out_dir, i, p, len(paths)))
                                            for i, p in enumerate(paths)]
-    refuse_overwriting(outputs, [("image", p) for p in paths])
+    check_outputs(outputs, [("image", p) for p in paths] + list(models))
 
 
-def _report_interrupt(done: int, total: int, json_target) -> None:
+def _model_inputs(prototxt, weights, onnx_path, labels) -> list:
+    """(label, path) of the model files a run reads (the embedded model's when none is given)."""
+    if not (prototxt or onnx_path):
+        from caffessd.runtime import default_model
+
+        spec = default_model()
+        prototxt, weights = spec.prototxt, spec.caffemodel
+    return [("prototxt", prototxt), ("caffemodel", weights), ("ONNX model", onnx_path), ("labelmap", labels)]
+
+
+def _report_interrupt(done: int, total: int, json_target, signal) -> None:
+    from caffessd.errors import Terminated
+
     kept = f"; their detections are in {json_target}" if json_target else ""
-    click.echo(f"caffessd: interrupted after {done} of {total} image(s){kept}", err=True)
-    raise SystemExit(130)
+    what, status = ("terminated", 128 + Terminated.signal_number) if isinstance(signal, Terminated) \
+        else ("interrupted", 130)
+    click.echo(f"caffessd: {what} after {done} of {total} image(s){kept}", err=True)
+    raise SystemExit(status)
 
 
 def _preprocessing(prototxt, mean, scale, rgb):

@@ -28,7 +28,10 @@ def command(lmdb_path, labelmap, show, show_dir):
         display = {item.label: item.display_name or item.name for item in read_labelmap(labelmap).item}
     folder = Path(show_dir) if show_dir else path.with_name(path.name + "_show")
     if show:
+        from caffessd.outputs import Input, check_outputs
+
         check_writable(folder, folder=True)
+        check_outputs([("--show-dir", folder)], [Input("LMDB", path, sealed=True), Input("labelmap", labelmap)])
     dataset = LmdbDataset(path, labelmap=labelmap)
     stats = lmdb_statistics(dataset)
     if display:  # report classes by display name

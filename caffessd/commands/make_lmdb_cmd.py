@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from caffessd.commands.options import parse_size
-from caffessd.datasets.lmdb_writer import ENCODINGS, ConvertOptions, make_lmdb
+from caffessd.datasets.lmdb_writer import ENCODINGS, ConvertOptions, make_lmdb, require_replaceable
 from caffessd.errors import CaffessdError
 
 SOURCE_FORMATS = ("voc", "coco", "wider", "kitti", "list")
@@ -44,10 +44,13 @@ def is_test_split(split) -> bool:
               help="crowd/DontCare/invalid regions: write as difficult boxes (when labelled) or leave out")
 @click.option("--name-size", "name_size", type=click.Path(dir_okay=False),
               help="write `name height width` lines here [OUT_name_size.txt for test/val splits]")
-@click.option("--overwrite", is_flag=True, help="replace an existing OUT")
+@click.option("--overwrite", is_flag=True, help="replace an existing OUT (only an LMDB folder is ever replaced)")
+@click.option("--allow-outside-root", is_flag=True,
+              help="read images and annotations that entries name outside the dataset folder "
+                   "(absolute paths, '..', links leading out); refused by default")
 @click.option("--workers", default=None, type=click.IntRange(min=0), help="decode/encode threads [cores, at most 8]")
 def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_dim, max_dim, encode, gray, shuffle,
-            seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, workers):
+            seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, allow_outside_root, workers):
     """Convert DATASET (VOC, COCO, WIDER FACE, KITTI or a Caffe list file)
     into an LMDB of AnnotatedDatum, as Caffe SSD's convert_annoset does."""
     from caffessd.datasets import open_dataset
@@ -66,11 +69,15 @@ def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_di
     if fmt == "list" and labelmap_path.exists():
         from caffessd.protoio import read_labelmap
         names = label_names(read_labelmap(labelmap_path))  # names txt label ids
-    source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, labelmap=names)
+    source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, labelmap=names,
+                          allow_outside=allow_outside_root)
     label_of, _, new_labelmap = resolve_labelmap(source, labelmap_path, check_label)
     split = split or getattr(source, "split", None)
     if name_size is None and is_test_split(split):
         name_size = out.with_name(out.name + "_name_size.txt")
+    _check_outputs(source, dataset, root, out, name_size, labelmap_path, bool(new_labelmap))
+    if out.exists():
+        require_replaceable(out)
     for path in filter(None, [name_size, new_labelmap and labelmap_path]):
         check_writable(path)
     options = ConvertOptions(resize=size, min_dim=min_dim, max_dim=max_dim, encode=encode, gray=gray,
@@ -83,3 +90,27 @@ def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_di
         summary.labelmap_written = labelmap_path
     for line in summary.lines():
         click.echo(line)
+
+
+def _check_outputs(source, dataset, root, out, name_size, labelmap_path, labelmap_is_new) -> None:
+    """OUT must not be or hold the dataset; the name-size file and a new
+    labelmap must not be any file the dataset reads (caffessd.outputs)."""
+    from caffessd.outputs import Input, Output, check_outputs
+
+    inputs = [Input("dataset", dataset), Input("--root folder", root),
+              Input("labelmap", None if labelmap_is_new else labelmap_path)]
+    outputs = [Output("--output", out, replaces=True), Output("--name-size file", name_size),
+               Output("new labelmap", labelmap_path if labelmap_is_new else None)]
+    check_outputs(outputs, inputs)
+    if name_size is not None and Path(name_size).exists():  # a new file cannot be an input: look only then
+        check_outputs([Output("--name-size file", name_size)], dataset_inputs(source))
+
+
+def dataset_inputs(source):
+    """(label, path) of every file a dataset reader will read."""
+    from caffessd.outputs import Input
+
+    found = [Input("dataset file", path) for path in source.dataset_files()]
+    for entry in source.entries():
+        found.extend(Input(f"file of entry '{source.entry_name(entry)}'", path) for path in source.files(entry))
+    return found

@@ -22,6 +22,7 @@ class FileDataset:
     root: Path
     classes: Sequence[str] = ()
     _entries: Sequence[Any] = ()
+    allow_outside: bool = False   # --allow-outside-root: entries may name files outside `root`
 
     def entries(self) -> Sequence[Any]:
         """One opaque, cheap item per image, in the dataset's order."""
@@ -29,6 +30,25 @@ class FileDataset:
 
     def record(self, entry: Any) -> ImageRecord:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def files(self, entry: Any) -> Sequence[Path]:
+        """The files an entry reads (annotation, image), as named, without
+        touching the disk: what make-lmdb checks its outputs against."""
+        return ()
+
+    def dataset_files(self) -> Sequence[Path]:
+        """Files read for every entry alike (a list file, a COCO JSON)."""
+        return ()
+
+    def contained(self, path: Path, entry: str, source: Path, line: Optional[int] = None,
+                  root: Optional[Path] = None, what: str = "entry") -> Path:
+        """`path`, named by `entry` of the dataset file `source`, when it lies
+        inside the dataset folder (`root`, default the reader's root); see
+        caffessd.util.dataset_paths."""
+        from caffessd.util.dataset_paths import inside_root
+
+        return inside_root(path, root if root is not None else self.root, source=source, entry=entry, line=line,
+                           allow_outside=self.allow_outside, what=what)
 
     def entry_name(self, entry: Any) -> str:
         """The image field of an entry (for messages before it is parsed)."""

@@ -45,8 +45,13 @@ class KittiDataset(FileDataset):
         self.label_dir = require_dir(self.root / folder / "label_2", "KITTI labels")
         self.image_dir = self.root / folder / "image_2"
         split_file = self.root / "ImageSets" / f"{split}.txt"
+        self._lines = {}   # id -> (split file, line), for messages about an entry
         if split_file.is_file():
-            self._entries = [line.split()[0] for line in read_text(split_file).splitlines() if line.strip()]
+            self._entries = []
+            for number, line in enumerate(read_text(split_file).splitlines(), start=1):
+                if line.strip():
+                    self._entries.append(line.split()[0])
+                    self._lines[self._entries[-1]] = (split_file, number)
         elif split in ("training", "testing"):
             self._entries = sorted(p.stem for p in self.label_dir.glob("*.txt"))
         else:
@@ -60,14 +65,25 @@ class KittiDataset(FileDataset):
         return self.image_dir / f"{image_id}.png"
 
     def entry_name(self, entry) -> str:
-        return self._image_path(entry).relative_to(self.root).as_posix()
+        return _relative(self._image_path(entry), self.root)
+
+    def files(self, entry):
+        return self.label_dir / f"{entry}.txt", self._image_path(entry)
 
     def record(self, entry) -> ImageRecord:
         from caffessd.datasets.images import image_size
 
-        annotation = self.label_dir / f"{entry}.txt"
+        source, line = self._lines.get(entry, (self.label_dir, None))
+        annotation, path = (self.contained(p, entry, source, line) for p in self.files(entry))
         objects = parse_kitti_labels(annotation)
-        path = self._image_path(entry)
         width, height = image_size(path)
-        return ImageRecord(name=path.relative_to(self.root).as_posix(), path=path, width=width, height=height,
+        return ImageRecord(name=_relative(path, self.root), path=path, width=width, height=height,
                            objects=tuple(objects), annotation=annotation, image_id=entry)
+
+
+def _relative(path: Path, root: Path) -> str:
+    """The list-file name of an image (relative to the root; as given when outside it)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

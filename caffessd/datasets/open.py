@@ -11,15 +11,23 @@ DEFAULT_SPLITS = {"voc": "trainval", "coco": "val2017", "wider": "val", "kitti":
 
 
 def open_dataset(path, format: str, split: Optional[str] = None, root=None, label_type: Optional[str] = None,
-                 labelmap: Optional[Mapping[int, str]] = None):
+                 labelmap: Optional[Mapping[int, str]] = None, allow_outside: bool = False):
     """A reader for `path` in `format` (see FORMATS).
 
     voc: a VOCdevkit or VOC folder; coco: the COCO root (or, with `root`
     the images folder, an instances JSON); wider: the WIDER FACE root;
     kitti: the KITTI root; list: a Caffe list file (`root` is the folder its
     paths are relative to, default the list's folder; `labelmap` names txt
-    label ids); lmdb: a database written by make-lmdb."""
-    path = Path(path)
+    label ids); lmdb: a database written by make-lmdb.
+
+    Every image or annotation an entry names must lie inside the dataset's
+    folder unless `allow_outside` (caffessd.util.dataset_paths)."""
+    reader = _open(Path(path), format, split, root, label_type, labelmap)
+    reader.allow_outside = allow_outside
+    return reader
+
+
+def _open(path: Path, format: str, split, root, label_type, labelmap):
     if not path.exists():
         raise FormatError(path, "no such file or folder")
     split = split or DEFAULT_SPLITS.get(format)

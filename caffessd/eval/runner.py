@@ -49,8 +49,15 @@ class EvalResult:
                 "summary": self.summary, "per_class": self.per_class}
 
 
-def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None):
-    """A reader for a path (with its format), or the given dataset/iterable as is."""
+# Evaluation reads the held-out split (as the SSD recipe's test.sh): VOC's `test`, not
+# make-lmdb's trainval default; the other formats' defaults are already their val splits.
+EVAL_SPLITS = {"voc": "test"}
+
+
+def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None,
+                      allow_outside: bool = False):
+    """A reader for a path (with its format), or the given dataset/iterable as is.
+    Entries naming files outside the dataset folder are refused unless `allow_outside`."""
     if isinstance(dataset, (str, Path)):
         if format is None:
             raise CaffessdError("a dataset path needs its format (voc, coco, wider, kitti, list, lmdb)")
@@ -60,11 +67,12 @@ def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labe
         if labelmap is not None and format in ("list", "lmdb"):
             from caffessd.protoio import labelmap_names
             names = labelmap_names(labelmap)
-        return open_dataset(dataset, format, split, labelmap=names)
+        return open_dataset(dataset, format, split or EVAL_SPLITS.get(format), labelmap=names,
+                            allow_outside=allow_outside)
     return dataset
 
 
-def dataset_classes(dataset, labelmap, models: Sequence) -> List[str]:
+def dataset_classes(dataset, labelmap, models: Sequence, where="the dataset") -> List[str]:
     classes = list(getattr(dataset, "classes", ()) or ())
     if classes:
         return [c for c in classes if c != "background"]
@@ -74,7 +82,7 @@ def dataset_classes(dataset, labelmap, models: Sequence) -> List[str]:
     for detector in models:
         if detector.labels:
             return [n for k, n in sorted(detector.labels.items()) if k != 0]
-    raise CaffessdError("the dataset does not name its classes: give a labelmap")
+    raise FormatError(where, "the dataset does not name its classes and the model has no labels: give --labelmap")
 
 
 class _Scorer:
@@ -121,7 +129,8 @@ def evaluate(model, dataset, metric: str = "voc07", **options) -> EvalResult:
 def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format: Optional[str] = None,
                     split: Optional[str] = None, labelmap=None, iou: float = 0.5, threshold: float = 0.01,
                     limit: Optional[int] = None, wider_gt=None, work_dir=None, workers: int = 2,
-                    threads: Optional[int] = None, progress: bool = True) -> List[EvalResult]:
+                    threads: Optional[int] = None, progress: bool = True,
+                    allow_outside: bool = False) -> List[EvalResult]:
     """Evaluate several models side by side in one pass over the dataset:
     each image is decoded once, preprocessed for each model in the decode
     pool, and run through each model in turn."""
@@ -132,13 +141,13 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
     if metric not in METRICS:
         raise CaffessdError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
     labelmap = Path(labelmap) if labelmap is not None else None
-    reader = open_eval_dataset(dataset, format, split, labelmap)
+    reader = open_eval_dataset(dataset, format, split, labelmap, allow_outside)
     where = dataset if isinstance(dataset, (str, Path)) else "the dataset"
     if hasattr(reader, "__len__") and len(reader) == 0:
         raise CaffessdError(f"{where}: no images to evaluate")
     loaded = [load_detector(m, threshold, threads) for m in models]
     detectors = [d for d, _ in loaded]
-    classes = dataset_classes(reader, labelmap, detectors)
+    classes = dataset_classes(reader, labelmap, detectors, where)
     if metric == "wider" and classes != ["face"]:
         raise CaffessdError(f"the wider metric needs a face dataset (one class 'face'), this one has {classes[:5]}")
     names = model_names([source for _, source in loaded])

@@ -20,12 +20,9 @@ EMA_SUFFIX = "/ExponentialMovingAverage"
 
 def import_tensorflow():
     """TensorFlow, or a CaffessdError saying how to install it."""
-    try:
-        import tensorflow as tf  # noqa: WPS433 - deliberately lazy
-    except ImportError:
-        raise CaffessdError("TensorFlow is needed for convert-tf; install it with "
-                            "pip install 'caffessd[tf]'") from None
-    return tf
+    from caffessd.util.tfimport import tensorflow
+
+    return tensorflow("convert-tf")  # quietly: TensorFlow's C++ start-up lines would precede an error line
 
 
 class VariableStore:

@@ -195,7 +195,9 @@ def tf1_names(shapes: Dict[str, tuple], source) -> Dict[str, str]:
 def zoo_checkpoint(path: Path) -> Optional[Tuple[str, Optional[Path]]]:
     """(checkpoint prefix, pipeline.config or None) for a TF2 zoo folder or a
     SavedModel folder; None when `path` is neither."""
-    import tensorflow as tf
+    from caffessd.util.tfimport import tensorflow
+
+    tf = tensorflow("convert-tf")
 
     path = Path(path)
     if not path.is_dir():

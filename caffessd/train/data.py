@@ -23,6 +23,8 @@ LMDB order. Images are decoded as 3-channel colour.
 from __future__ import annotations
 
 import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
@@ -163,6 +165,23 @@ def resolve_source(source: str, root: Optional[Path]) -> Path:
     return path
 
 
+def checked_source(layer, root: Optional[Path], net_file, allow_outside: bool = False) -> Path:
+    """A data layer's LMDB, resolved as build_input resolves it, when it stays
+    inside the data root (`root`, or the current folder without one): a
+    relative source may not climb out of it ('..', a link leading out); an
+    absolute one is taken as written unless a data root was given
+    (caffessd.util.dataset_paths; `allow_outside` skips the check)."""
+    from caffessd.util.dataset_paths import inside_root
+
+    source = layer.data_param.source
+    path = resolve_source(source, root)
+    if Path(source).is_absolute() and root is None:
+        return path
+    base = Path(root) if root is not None else Path.cwd()
+    return inside_root(path, base, source=net_file, entry=source, allow_outside=allow_outside,
+                       what=f"layer '{layer.name}' data_param.source")
+
+
 _ENVIRONMENTS: dict = {}
 
 
@@ -260,6 +279,23 @@ def _read(records: LmdbRecords, index):
     encoded.set_shape([])
     shape.set_shape([3])
     return _decode(data, encoded, shape), tf.reshape(boxes, [-1, 4]), tf.reshape(extra, [-1, 3])
+
+
+@contextmanager
+def input_errors(layer, root: Optional[Path] = None):
+    """A tf.data failure while reading a batch (a corrupt entry, an undecodable
+    image) as one FormatError naming the LMDB, instead of TensorFlow's
+    multi-line OpError with the pipeline's traceback inside."""
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        own = re.search(r"\b(?:FormatError|CaffessdError): ([^\n]*)", exc.message or "")
+        if own:  # raised by caffessd inside the pipeline: it names the file already
+            raise CaffessdError(own.group(1)) from None
+        reason = re.search(r"Iterator::[\w:]+: ([^\n\t]*)", exc.message or "")
+        text = (reason.group(1) if reason else (exc.message or type(exc).__name__)).split("\n")[0].strip()
+        raise FormatError(resolve_source(layer.data_param.source, root),
+                          f"cannot read a batch: {text[:300]}") from None
 
 
 def _batch_ground_truth(rows):

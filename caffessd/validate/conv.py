@@ -2,7 +2,7 @@
 Reshape and PoolingLayer::LayerSetUp / Reshape of the SSD fork."""
 from __future__ import annotations
 
-from caffessd.validate.registry import checker, require, shape_text
+from caffessd.validate.registry import checker, require, require_int, shape_text
 
 
 def _per_axis(param, repeated: str, h_name: str, w_name: str, spatial: int, needed: bool) -> None:
@@ -33,7 +33,10 @@ def convolution(layer, inputs):
             f"must be given once or once per spatial axis ({spatial}), given {len(param.dilation)} times")
     from caffessd.layers import conv_geometry
 
-    kernel, stride, _, dilation = conv_geometry(param, spatial)
+    kernel, stride, pad, dilation = conv_geometry(param, spatial)
+    for field, values in (("kernel_size", kernel), ("stride", stride), ("pad", pad), ("dilation", dilation),
+                          ("num_output", [param.num_output]), ("group", [param.group])):
+        require_int(values, field)
     require(all(k > 0 for k in kernel), "kernel_size", f"filter dimensions must be positive, got {kernel}")
     require(all(s > 0 for s in stride), "stride", f"stride must be positive, got {stride}")
     require(all(d > 0 for d in dilation), "dilation", f"dilation must be positive, got {dilation}")
@@ -67,6 +70,8 @@ def pooling(layer, inputs):
     from caffessd.layers import pool_geometry
 
     kernel, stride, pad = pool_geometry(param, inputs[0][2:])
+    for field, values in (("kernel_size", kernel), ("stride", stride), ("pad", pad)):
+        require_int(values, field)
     if param.global_pooling:
         require(not any(param.HasField(f) and getattr(param, f) != d
                         for f, d in (("pad", 0), ("pad_h", 0), ("pad_w", 0), ("stride", 1),

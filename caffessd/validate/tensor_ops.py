@@ -3,7 +3,7 @@ layers: each checker follows the layer's LayerSetUp/Reshape in the SSD fork."""
 from __future__ import annotations
 
 from caffessd.validate.registry import (
-    blob_counts, canonical_axis, checker, require, shape_text,
+    blob_counts, canonical_axis, checker, require, require_int, shape_text,
 )
 
 blob_counts("ReLU", "ReLU6", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log",
@@ -147,6 +147,7 @@ def eltwise(layer, inputs):
 @checker("InnerProduct")
 def inner_product(layer, inputs):
     param = layer.inner_product_param
+    require_int([param.num_output], "num_output")
     require(param.num_output > 0, "num_output", f"must be positive, got {param.num_output}")
     canonical_axis(param.axis, len(inputs[0]), "axis")
 
