@@ -27,7 +27,11 @@ class LmdbEntry(NamedTuple):
     datum: caffe_pb2.AnnotatedDatum
 
     def image(self) -> np.ndarray:
-        return datum_pixels(self.datum.datum, self.key)
+        """The stored image; a FormatError names the database and the entry's key."""
+        try:
+            return datum_pixels(self.datum.datum, self.key)
+        except FormatError as exc:
+            raise FormatError(self.record.annotation, f"entry {self.key!r}: {exc.message}") from None
 
 
 def open_environment(path: Path):
