@@ -224,7 +224,7 @@ def test_eval_refuses_entries_outside_the_dataset(tmp_path, capsys):
 
 
 def test_calibration_refuses_a_link_leading_out(tmp_path):
-    from caffessd.deploy.calibration import calibration_images
+    from caffessd.inference.calibration import calibration_images
     from caffessd.errors import FormatError
 
     folder = tmp_path / "calib"
@@ -296,7 +296,7 @@ def test_corrupt_lmdb_is_one_line_not_sigbus(damage, tmp_path):
     result = _run_limited("eval", "--dataset", db, "--format", "lmdb", "--labelmap", tmp_path / "labelmap.prototxt",
                           "--out", tmp_path / "report", cwd=tmp_path)
     _one_error(result.returncode, result.stderr, db, "corrupt LMDB")
-    from caffessd.deploy.calibration import calibration_images
+    from caffessd.inference.calibration import calibration_images
     from caffessd.errors import FormatError
 
     with pytest.raises(FormatError, match="corrupt LMDB"):  # the check runs before any page is mapped
@@ -345,8 +345,8 @@ def test_tampered_caches_are_rebuilt_not_trusted(tmp_path, capsys):
     tampered file gave wrong boxes with exit 0. A main entry whose .sha256 was
     rewritten to match foreign bytes was used silently (0 detections). Each is
     now rebuilt with one warning line, and the faces come back."""
-    from caffessd import modelcache
-    from caffessd.deploy.session import read_optimized
+    from caffessd.inference import model_cache as modelcache
+    from caffessd.inference.session import read_optimized
 
     cache = tmp_path / "cache"
     code, err, reference = _detect_faces(cache, capsys)
@@ -400,7 +400,7 @@ def test_detect_json_naming_the_weights_is_refused(model_copy, tmp_path, capsys)
 
 def test_detect_json_naming_the_embedded_model_is_refused(tmp_path, capsys, monkeypatch):
     """Without --model the embedded detector's files are the inputs (read from models/)."""
-    from caffessd import runtime
+    from caffessd.inference import detector as runtime
 
     spec = runtime.default_model()
     copy = tmp_path / "embedded.caffemodel"
@@ -633,7 +633,7 @@ def test_voc_classes_missing_from_the_labelmap_are_counted(tmp_path, capsys):
 
 def test_make_lmdb_failure_is_one_line_even_after_progress(tmp_path, capsys):
     """The error of a failing run is not preceded by progress lines."""
-    from caffessd.progress import Progress
+    from caffessd.util.progress import Progress
 
     make_voc(tmp_path / "voc")
     (tmp_path / "voc" / "VOC2012" / "JPEGImages" / "2008_000001.jpg").write_bytes(b"not a jpeg")

@@ -10,7 +10,10 @@ import click
 
 from caffessd.commands.options import parse_size
 from caffessd.errors import CaffessdError
-from caffessd.protoio import check_writable
+from caffessd.util.files import check_writable
+from caffessd.util.outputs import check_outputs
+from caffessd.tfconvert.convert import DEPLOY_NAME, LABELMAP_NAME, WEIGHTS_NAME, convert_tf
+from caffessd.tfconvert.keras_backbone import convert_keras
 
 
 def _progress_bar(total: int, label: str):
@@ -57,7 +60,6 @@ def command(ckpt, out_dir, pipeline, input_size, merge_bn, plain_caffe, use_ema,
         return
     if not ckpt:
         raise CaffessdError("missing CKPT (a checkpoint prefix, folder or frozen .pb), or --keras FILE")
-    from caffessd.tfconvert.convert import convert_tf
 
     bar = None
 
@@ -91,11 +93,8 @@ def command(ckpt, out_dir, pipeline, input_size, merge_bn, plain_caffe, use_ema,
 
 def _refuse_overwriting_inputs(out_dir, ckpt, pipeline, class_map, keras_file) -> None:
     """deploy.prototxt, deploy.caffemodel and labelmap.prototxt in OUT must not be
-    a file being read (caffessd.outputs)."""
+    a file being read (caffessd.util.outputs)."""
     from pathlib import Path
-
-    from caffessd.outputs import check_outputs
-    from caffessd.tfconvert.convert import DEPLOY_NAME, LABELMAP_NAME, WEIGHTS_NAME
 
     written = [("-o", Path(out_dir) / name) for name in (DEPLOY_NAME, WEIGHTS_NAME, LABELMAP_NAME)]
     check_outputs(written, [("checkpoint", ckpt), ("pipeline", pipeline), ("class map", class_map),
@@ -103,8 +102,6 @@ def _refuse_overwriting_inputs(out_dir, ckpt, pipeline, class_map, keras_file) -
 
 
 def _convert_keras(keras_file, out_dir, size, head, num_classes, merge_bn, bgr):
-    from caffessd.tfconvert.keras_backbone import convert_keras
-
     height, width = size or (300, 300)
     result = convert_keras(keras_file, out_dir, height=height, width=width, head=head,
                            num_classes=num_classes, merge_bn=merge_bn, bgr=bgr)

@@ -6,7 +6,12 @@ from pathlib import Path
 import click
 
 from caffessd.commands.options import max_memory_option
-from caffessd.errors import CaffessdError, FormatError
+from caffessd.errors import CaffessdError, FormatError, Terminated
+from caffessd.image.preprocess import expand_image_args, load_image, parse_mean
+from caffessd.protoio import labelmap_names
+from caffessd.util.files import atomic_write, check_writable
+from caffessd.netprep import net_preprocessing
+from caffessd.util.outputs import check_outputs
 
 
 @click.command("detect")
@@ -42,9 +47,7 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     with the embedded YuFaceDetectNet. With no image, run on the bundled sample photo.
 
     Writes an annotated copy of each image to OUT and all detections to JSON."""
-    from caffessd.preprocess import expand_image_args, load_image
-    from caffessd.protoio import check_writable, labelmap_names
-    from caffessd.runtime import Detector, sample_image
+    from caffessd.inference.detector import Detector, sample_image
 
     if bool(prototxt) != bool(weights):
         raise click.UsageError("--model and --weights go together (give neither for the embedded face detector)")
@@ -85,8 +88,6 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     for result in results:
         _print_result(result)
     if results:
-        from caffessd.protoio import atomic_write
-
         atomic_write(json_target, json.dumps(results, indent=2) + "\n")
         click.echo(f"wrote {len(results)} annotated image(s) to {out_dir}/ and {json_target}", err=True)
     for failure in failures:
@@ -98,8 +99,6 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
 
 
 def _say_when_preprocessing_is_assumed(prototxt):
-    from caffessd.netprep import net_preprocessing
-
     if net_preprocessing(prototxt).assumed:
         click.echo(f"caffessd: note: {prototxt} does not say how images are prepared (no caffessd note, no "
                    "train/test prototxt beside it): assuming mean 0, scale 1, BGR; --mean, --scale and "
@@ -115,9 +114,7 @@ def _annotated_path(out_dir, index: int, path, total: int) -> Path:
 def _refuse_overwriting_inputs(paths, out_dir, json_target, models) -> None:
     """`detect photo.jpg --out .` would replace the photo by its annotated copy
     (named as the detect loop names it: STEM.jpg, or NNNN_STEM.jpg for several);
-    `--json W.caffemodel` the model (caffessd.outputs)."""
-    from caffessd.outputs import check_outputs
-
+    `--json W.caffemodel` the model (caffessd.util.outputs)."""
     outputs = [("--json", json_target)] + [("the annotated image", _annotated_path(out_dir, i, p, len(paths)))
                                            for i, p in enumerate(paths)]
     check_outputs(outputs, [("image", p) for p in paths] + list(models))
@@ -126,7 +123,7 @@ def _refuse_overwriting_inputs(paths, out_dir, json_target, models) -> None:
 def _model_inputs(prototxt, weights, onnx_path, labels) -> list:
     """(label, path) of the model files a run reads (the embedded model's when none is given)."""
     if not (prototxt or onnx_path):
-        from caffessd.runtime import default_model
+        from caffessd.inference.detector import default_model
 
         spec = default_model()
         prototxt, weights = spec.prototxt, spec.caffemodel
@@ -134,8 +131,6 @@ def _model_inputs(prototxt, weights, onnx_path, labels) -> list:
 
 
 def _report_interrupt(done: int, total: int, json_target, signal) -> None:
-    from caffessd.errors import Terminated
-
     kept = f"; their detections are in {json_target}" if json_target else ""
     what, status = ("terminated", 128 + Terminated.signal_number) if isinstance(signal, Terminated) \
         else ("interrupted", 130)
@@ -151,8 +146,7 @@ def _preprocessing(prototxt, mean, scale, rgb):
     if not prototxt:
         raise click.UsageError("--mean, --scale and --rgb apply to a Caffe model (--model); the embedded "
                                "model and exported ONNX files carry their own preprocessing")
-    from caffessd.preprocess import parse_mean
-    from caffessd.runtime import preprocessing_for_net
+    from caffessd.inference.detector import preprocessing_for_net
 
     prep = preprocessing_for_net(prototxt)
     if mean is not None:
@@ -170,10 +164,10 @@ def _preprocessing(prototxt, mean, scale, rgb):
 def _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, results, failures):
     """Pipelined: decoding on `workers` threads, `batch` images per run and
     `streams` runs at once, the
-    annotated copies written by a background thread (caffessd.deploy.batching).
+    annotated copies written by a background thread (caffessd.inference.batching).
     Appends to `results` and `failures` as images finish, so an interrupt
     keeps what was done."""
-    from caffessd.deploy.batching import AnnotationWriter
+    from caffessd.inference.batching import AnnotationWriter
 
     writer = AnnotationWriter()
     try:

@@ -5,6 +5,10 @@ from pathlib import Path
 import click
 
 from caffessd.errors import CaffessdError
+from caffessd.eval.report import require_report_folder, table, write_report
+from caffessd.eval.runner import EVAL_SPLITS, evaluate_models
+from caffessd.util.files import check_writable
+from caffessd.util.outputs import Input, Output, check_outputs
 
 METRIC_CHOICES = ["voc07", "voc12", "integral", "coco", "wider"]
 
@@ -41,11 +45,6 @@ def command(onnx_models, prototxts, weights, dataset, dataset_format, split, lab
     embedded face detector) on a dataset; several models are compared side by side."""
     import shutil
     import tempfile
-
-    from caffessd.eval.report import require_report_folder, table, write_report
-    from caffessd.eval.runner import EVAL_SPLITS, evaluate_models
-    from caffessd.outputs import Input, Output, check_outputs
-    from caffessd.protoio import check_writable
 
     if len(prototxts) != len(weights):
         raise click.UsageError("each --model needs its --weights (in the same order)")

@@ -15,7 +15,9 @@ from caffessd.errors import CaffessdError
 from caffessd.generators import SSDConfig, build_net, classes_from_labelmap, generate
 from caffessd.generators.config import STAGES
 from caffessd.generators.init_weights import learnable_layer_count
-from caffessd.protoio import check_writable
+from caffessd.generators.build import NET_FILES, SOLVER_FILES
+from caffessd.util.files import check_writable
+from caffessd.util.outputs import check_outputs
 
 
 def parse_max_sizes(text: str) -> List[Optional[float]]:
@@ -137,11 +139,8 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
 
 
 def _refuse_overwriting_labelmap(out_dir, stages, init_weights, labelmap) -> None:
-    """The one input gen-model reads must not be among the files it writes (caffessd.outputs)."""
+    """The one input gen-model reads must not be among the files it writes (caffessd.util.outputs)."""
     from pathlib import Path
-
-    from caffessd.generators.build import NET_FILES, SOLVER_FILES
-    from caffessd.outputs import check_outputs
 
     written = [Path(out_dir) / NET_FILES[stage] for stage in stages]
     written += [Path(out_dir) / SOLVER_FILES[kind] for kind in ("train", "test") if kind in stages]

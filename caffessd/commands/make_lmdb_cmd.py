@@ -8,6 +8,11 @@ import click
 from caffessd.commands.options import parse_size
 from caffessd.datasets.lmdb_writer import ENCODINGS, ConvertOptions, make_lmdb, require_replaceable
 from caffessd.errors import CaffessdError
+from caffessd.datasets import open_dataset
+from caffessd.datasets.labelmap import label_names, resolve_labelmap
+from caffessd.util.files import check_writable
+from caffessd.protoio import read_labelmap
+from caffessd.util.outputs import Input, Output, check_outputs
 
 SOURCE_FORMATS = ("voc", "coco", "wider", "kitti", "list")
 
@@ -53,10 +58,6 @@ def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_di
             seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, allow_outside_root, workers):
     """Convert DATASET (VOC, COCO, WIDER FACE, KITTI or a Caffe list file)
     into an LMDB of AnnotatedDatum, as Caffe SSD's convert_annoset does."""
-    from caffessd.datasets import open_dataset
-    from caffessd.datasets.labelmap import label_names, resolve_labelmap
-    from caffessd.protoio import check_writable
-
     out = Path(out)
     if resize and (min_dim or max_dim):
         raise CaffessdError("--resize and --min-dim/--max-dim exclude each other (convert_annoset uses only min/max-dim then)")
@@ -67,7 +68,6 @@ def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_di
     labelmap_path = Path(labelmap) if labelmap else out.parent / "labelmap.prototxt"
     names = None
     if fmt == "list" and labelmap_path.exists():
-        from caffessd.protoio import read_labelmap
         names = label_names(read_labelmap(labelmap_path))  # names txt label ids
     source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, labelmap=names,
                           allow_outside=allow_outside_root)
@@ -94,9 +94,7 @@ def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_di
 
 def _check_outputs(source, dataset, root, out, name_size, labelmap_path, labelmap_is_new) -> None:
     """OUT must not be or hold the dataset; the name-size file and a new
-    labelmap must not be any file the dataset reads (caffessd.outputs)."""
-    from caffessd.outputs import Input, Output, check_outputs
-
+    labelmap must not be any file the dataset reads (caffessd.util.outputs)."""
     inputs = [Input("dataset", dataset), Input("--root folder", root),
               Input("labelmap", None if labelmap_is_new else labelmap_path)]
     outputs = [Output("--output", out, replaces=True), Output("--name-size file", name_size),
@@ -108,8 +106,6 @@ def _check_outputs(source, dataset, root, out, name_size, labelmap_path, labelma
 
 def dataset_inputs(source):
     """(label, path) of every file a dataset reader will read."""
-    from caffessd.outputs import Input
-
     found = [Input("dataset file", path) for path in source.dataset_files()]
     for entry in source.entries():
         found.extend(Input(f"file of entry '{source.entry_name(entry)}'", path) for path in source.files(entry))

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import click
 
+from caffessd.util.lmdb_check import looks_like_lmdb
+from caffessd.util.outputs import Input, check_outputs
+
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(dir_okay=False))
@@ -21,13 +24,10 @@ def command(model, calibrate, images, method, keep_float, output, allow_outside_
     weights); PriorBox constants and DetectionOutput stay float, metadata carries over."""
     import logging
 
-    from caffessd.deploy.quantize import quantize_model
-    from caffessd.outputs import Input, check_outputs
-    from caffessd.util.lmdb_check import looks_like_lmdb
+    from caffessd.inference.quantize import quantize_model
 
     check_outputs([("-o", output)], [Input("model", model), Input("calibration data", calibrate,
                                                                   sealed=looks_like_lmdb(calibrate))])
-
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's "consider pre-processing" advice
     names = [name.strip() for name in keep_float.split(",") if name.strip()]
     report = quantize_model(model, calibrate, output, images=images, method=method, keep_float=names,

@@ -7,6 +7,12 @@ from __future__ import annotations
 import click
 
 from caffessd.errors import CaffessdError
+from caffessd import caffe_pb2, protoio
+from caffessd.train.devices import check_mixed_precision, training_strategy
+from caffessd.train.data import checked_source
+from caffessd.train.snapshot import snapshot_paths
+from caffessd.train.trainer import Trainer
+from caffessd.util.outputs import Input, check_outputs
 
 
 @click.command("train")
@@ -30,11 +36,8 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, progress,
     with Caffe's semantics; snapshots PREFIX_iter_N.caffemodel/.solverstate."""
     if weights and resume:
         raise CaffessdError("give --weights or --resume, not both (a solverstate brings its own weights)")
-    from caffessd import caffe_pb2, protoio
 
     param = protoio.read_prototxt(solver, caffe_pb2.SolverParameter)  # a bad solver fails before TensorFlow loads
-    from caffessd.train.devices import check_mixed_precision, training_strategy
-    from caffessd.train.trainer import Trainer
 
     # Before any TensorFlow op: TF_CONFIG -> MultiWorkerMirroredStrategy,
     # several --gpus -> MirroredStrategy, else one device.
@@ -60,8 +63,6 @@ def _data_sources(trainer, data_root, allow_outside):
     """The LMDBs the train and test nets read, each inside the data root (or refused)."""
     from pathlib import Path
 
-    from caffessd.train.data import checked_source
-
     root = Path(data_root) if data_root else None
     return [checked_source(info.layer, root, net.source, allow_outside)
             for net in [trainer.train_net, *trainer.test_nets] for info in net.data_layers]
@@ -70,11 +71,8 @@ def _data_sources(trainer, data_root, allow_outside):
 def _refuse_overwriting_inputs(trainer, solver, weights, resume, sources) -> None:
     """Snapshots (PREFIX_iter_N.caffemodel/.solverstate, PREFIX_curves.png) must
     not replace the solver, a net, the initial weights, or land inside an LMDB
-    being read (caffessd.outputs)."""
+    being read (caffessd.util.outputs)."""
     from pathlib import Path
-
-    from caffessd.outputs import Input, check_outputs
-    from caffessd.train.snapshot import snapshot_paths
 
     p = trainer.param
     prefix = p.snapshot_prefix or str(trainer.solver_path.with_suffix(""))

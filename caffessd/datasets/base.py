@@ -13,6 +13,9 @@ import numpy as np
 
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import FormatError
+from caffessd.util.dataset_paths import inside_root
+from caffessd.util.files import read_bytes
+from caffessd.datasets.images import decode_image
 
 
 class FileDataset:
@@ -45,8 +48,6 @@ class FileDataset:
         """`path`, named by `entry` of the dataset file `source`, when it lies
         inside the dataset folder (`root`, default the reader's root); see
         caffessd.util.dataset_paths."""
-        from caffessd.util.dataset_paths import inside_root
-
         return inside_root(path, root if root is not None else self.root, source=source, entry=entry, line=line,
                            allow_outside=self.allow_outside, what=what)
 
@@ -61,9 +62,6 @@ class FileDataset:
 
     def load_image(self, record: ImageRecord) -> np.ndarray:
         """The record's image as HxWx3 uint8 BGR (EXIF orientation applied)."""
-        from caffessd.datasets.images import decode_image
-        from caffessd.protoio import read_bytes
-
         return decode_image(read_bytes(record.path), record.path)
 
     def __iter__(self) -> Iterator[ImageRecord]:
@@ -87,8 +85,6 @@ def require_file(path: Path, what: str) -> Path:
 
 
 def read_text(path: Path) -> str:
-    from caffessd.protoio import read_bytes
-
     try:
         return read_bytes(path).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -17,6 +17,8 @@ from caffessd import caffe_pb2
 from caffessd.datasets.annotated import datum_pixels, record_from_datum
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import FormatError
+from caffessd.protoio import read_labelmap
+from caffessd.util.lmdb_check import open_checked
 
 _KEY_PREFIX = re.compile(r"^\d{8}_")
 
@@ -37,8 +39,6 @@ class LmdbEntry(NamedTuple):
 def open_environment(path: Path):
     """The LMDB at `path`, read-only, after caffessd.util.lmdb_check walked it
     (a truncated or corrupt data.mdb is a FormatError, not a SIGBUS)."""
-    from caffessd.util.lmdb_check import open_checked
-
     if not (path / "data.mdb").is_file():
         raise FormatError(path, "not an LMDB folder (no data.mdb)")
     return open_checked(path, subdir=True)
@@ -66,7 +66,6 @@ class LmdbDataset:
         self.path = Path(path)
         self.env = open_environment(self.path)
         if labelmap is not None and not isinstance(labelmap, Mapping):
-            from caffessd.protoio import read_labelmap
             labelmap = {item.label: item.name for item in read_labelmap(labelmap).item}
         self.names: Mapping[int, str] = dict(labelmap or {})
         self.classes = tuple(name for label, name in sorted(self.names.items()) if label != 0)

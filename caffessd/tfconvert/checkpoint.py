@@ -14,14 +14,13 @@ from typing import Dict, Iterable, Optional, Tuple
 import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.tfconvert.tfimport import tensorflow
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 
 
 def import_tensorflow():
     """TensorFlow, or a CaffessdError saying how to install it."""
-    from caffessd.util.tfimport import tensorflow
-
     return tensorflow("convert-tf")  # quietly: TensorFlow's C++ start-up lines would precede an error line
 
 

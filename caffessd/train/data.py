@@ -32,7 +32,10 @@ from typing import Optional, Tuple
 import numpy as np
 
 from caffessd import caffe_pb2
+from caffessd.datasets.lmdb_reader import lmdb_errors
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.util.dataset_paths import inside_root
+from caffessd.util.lmdb_check import open_checked
 
 try:
     import tensorflow as tf
@@ -171,8 +174,6 @@ def checked_source(layer, root: Optional[Path], net_file, allow_outside: bool = 
     relative source may not climb out of it ('..', a link leading out); an
     absolute one is taken as written unless a data root was given
     (caffessd.util.dataset_paths; `allow_outside` skips the check)."""
-    from caffessd.util.dataset_paths import inside_root
-
     source = layer.data_param.source
     path = resolve_source(source, root)
     if Path(source).is_absolute() and root is None:
@@ -188,8 +189,6 @@ _ENVIRONMENTS: dict = {}
 def _open_environment(path: Path):
     """One read-only environment per database and process (LMDB refuses to
     open the same one twice in a process)."""
-    from caffessd.util.lmdb_check import open_checked
-
     key = os.path.realpath(path)
     env = _ENVIRONMENTS.get(key)
     if env is None:
@@ -216,8 +215,6 @@ class LmdbRecords:
         return len(self.keys)
 
     def _errors(self, key: Optional[bytes] = None):
-        from caffessd.datasets.lmdb_reader import lmdb_errors
-
         return lmdb_errors(self.path, key.decode("utf-8", "replace") if key is not None else None)
 
     def raw(self, index: int) -> bytes:

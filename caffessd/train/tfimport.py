@@ -1,8 +1,8 @@
 """The one place caffessd.train imports TensorFlow, with a clear error without it
-(quietly: caffessd.util.tfimport)."""
+(quietly: caffessd.tfconvert.tfimport)."""
 from __future__ import annotations
 
-from caffessd.util.tfimport import tensorflow as _tensorflow
+from caffessd.tfconvert.tfimport import tensorflow as _tensorflow
 
 
 def tensorflow():

@@ -9,7 +9,8 @@ Python exceptions), TF_CPP_MIN_LOG_LEVEL is set for what TensorFlow logs
 later unless the user chose a level, and TensorFlow's Python logger keeps
 errors only.
 
-Lowest layer: imports nothing from caffessd but `errors`.
+It lives with convert-tf, the lower of its two users; caffessd.train.tfimport
+calls it (the core never imports TensorFlow).
 """
 from __future__ import annotations
 
