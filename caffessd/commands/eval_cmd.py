@@ -4,7 +4,6 @@ from pathlib import Path
 
 import click
 
-from caffessd.errors import CaffessdError
 from caffessd.eval.report import require_report_folder, table, write_report
 from caffessd.eval.runner import EVAL_SPLITS, evaluate_models
 from caffessd.util.files import check_writable

@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from caffessd.errors import CaffessdError
+from caffessd.errors import CaffessdError, FormatError
 from caffessd.eval.models import LoadedModel, model_num_classes, load_detector, model_names, name_labels
 from caffessd.datasets import open_dataset
 from caffessd.protoio import labelmap_names
