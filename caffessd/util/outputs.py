@@ -113,7 +113,7 @@ def check_outputs(outputs: Iterable[Union[Output, Tuple[str, object]]],
             raise FormatError(out.path, f"{out.label} {verb} the {item.label} being read; choose another "
                                         f"output path")
         target = str(resolved(out.path))
-        for folder in _ancestors(target):
+        for folder in _ancestors(target) if sealed else ():
             if folder in sealed:
                 raise FormatError(out.path, f"{out.label} lies inside the {sealed[folder].label} {sealed[folder].path} "
                                             f"being read; choose another output path")
