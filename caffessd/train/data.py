@@ -37,10 +37,9 @@ from caffessd.errors import CaffessdError, FormatError
 from caffessd.util.dataset_paths import inside_root
 from caffessd.util.lmdb_check import open_checked
 
-try:
-    import tensorflow as tf
-except ImportError:  # pragma: no cover - depends on the installation
-    raise CaffessdError("training needs TensorFlow: pip install 'caffessd[tf]'") from None
+from caffessd.train.tfimport import tensorflow
+
+tf = tensorflow()  # quietly, or a CaffessdError naming the extra (before the augment modules import it)
 
 from caffessd.train.augment.boxes import Annotations
 from caffessd.train.augment.distort import DistortParams, apply_distort
