@@ -236,9 +236,8 @@ def test_calibration_refuses_a_link_leading_out(tmp_path):
 
 
 def test_train_source_may_not_climb_out_of_the_data_root(tmp_path):
-    pytest.importorskip("tensorflow")
     from caffessd.errors import FormatError
-    from caffessd.train.data import checked_source
+    from caffessd.train.sources import checked_source
 
     layer = caffe_pb2.LayerParameter(name="data", type="AnnotatedData")
     root = tmp_path / "data"

@@ -9,7 +9,7 @@ import click
 from caffessd.errors import CaffessdError
 from caffessd import caffe_pb2, protoio
 from caffessd.train.devices import check_mixed_precision, training_strategy
-from caffessd.train.data import checked_source
+from caffessd.train.sources import checked_source
 from caffessd.train.snapshot import snapshot_paths
 from caffessd.train.trainer import Trainer
 from caffessd.util.outputs import Input, check_outputs

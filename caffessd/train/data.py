@@ -34,9 +34,9 @@ import numpy as np
 from caffessd import caffe_pb2
 from caffessd.datasets.lmdb_reader import lmdb_errors
 from caffessd.errors import CaffessdError, FormatError
-from caffessd.util.dataset_paths import inside_root
 from caffessd.util.lmdb_check import open_checked
 
+from caffessd.train.sources import resolve_source
 from caffessd.train.tfimport import tensorflow
 
 tf = tensorflow()  # quietly, or a CaffessdError naming the extra (before the augment modules import it)
@@ -159,28 +159,6 @@ def augment(image, boxes, extra, config: InputConfig, seed):
 
 
 # ------------------------------------------------------------------ the LMDB
-
-def resolve_source(source: str, root: Optional[Path]) -> Path:
-    path = Path(source)
-    if not path.is_absolute() and root is not None:
-        path = Path(root) / path
-    return path
-
-
-def checked_source(layer, root: Optional[Path], net_file, allow_outside: bool = False) -> Path:
-    """A data layer's LMDB, resolved as build_input resolves it, when it stays
-    inside the data root (`root`, or the current folder without one): a
-    relative source may not climb out of it ('..', a link leading out); an
-    absolute one is taken as written unless a data root was given
-    (caffessd.util.dataset_paths; `allow_outside` skips the check)."""
-    source = layer.data_param.source
-    path = resolve_source(source, root)
-    if Path(source).is_absolute() and root is None:
-        return path
-    base = Path(root) if root is not None else Path.cwd()
-    return inside_root(path, base, source=net_file, entry=source, allow_outside=allow_outside,
-                       what=f"layer '{layer.name}' data_param.source")
-
 
 _ENVIRONMENTS: dict = {}
 
