@@ -26,6 +26,7 @@ COMMANDS = [
     ("merge-bn", "caffessd.commands.merge_bn_cmd"),
     ("gen-model", "caffessd.commands.gen_model_cmd"),
     ("export-onnx", "caffessd.commands.export_onnx_cmd"),
+    ("export-openvino", "caffessd.commands.export_openvino_cmd"),
     ("quantize", "caffessd.commands.quantize_cmd"),
     ("convert-tf", "caffessd.commands.convert_tf_cmd"),
     ("eval", "caffessd.commands.eval_cmd"),

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from caffessd.commands.options import engine_options
 from caffessd.eval.report import require_report_folder, table, write_report
 from caffessd.eval.runner import EVAL_SPLITS, evaluate_models
 from caffessd.util.files import check_writable
@@ -34,14 +35,16 @@ METRIC_CHOICES = ["voc07", "voc12", "integral", "coco", "wider"]
               help="report folder (report.json, PR curve PNGs, COCO results JSON, WIDER result folders)")
 @click.option("--wider-gt", type=click.Path(file_okay=False),
               help="the WIDER toolbox's ground_truth folder (wider_face_val.mat, wider_{easy,medium,hard}_val.mat)")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads")
+@click.option("--threads", type=click.IntRange(min=1), help="inference threads (onnxruntime intra-op, OpenVINO, ...)")
+@engine_options
 @click.option("--allow-outside-root", is_flag=True,
               help="read images and annotations that entries name outside the dataset folder "
                    "(absolute paths, '..', links leading out); refused by default")
 def command(onnx_models, prototxts, weights, dataset, dataset_format, split, labelmap, metric, iou, threshold,
-            limit, out_dir, wider_gt, threads, allow_outside_root):
-    """Evaluate MODELS (ONNX files and/or --model/--weights pairs; none: the
-    embedded face detector) on a dataset; several models are compared side by side."""
+            limit, out_dir, wider_gt, threads, engine, device, precision, allow_outside_root):
+    """Evaluate MODELS (exported files: .onnx, OpenVINO .xml, ncnn .param, .tflite;
+    and/or --model/--weights pairs; none: the embedded face detector) on a
+    dataset; several models are compared side by side."""
     import shutil
     import tempfile
 
@@ -63,10 +66,12 @@ def command(onnx_models, prototxts, weights, dataset, dataset_format, split, lab
     try:
         results = evaluate_models(models, dataset, metric, format=dataset_format, split=split, labelmap=labelmap,
                                   iou=iou, threshold=threshold, limit=limit, wider_gt=wider_gt, work_dir=work,
-                                  threads=threads, allow_outside=allow_outside_root)
+                                  threads=threads, engine=engine, device=device, precision=precision,
+                                  allow_outside=allow_outside_root)
         report = write_report(results, out_dir, extra_files_from=work,
                               settings={"dataset": str(dataset), "format": dataset_format, "split": split,
-                                        "metric": metric, "iou": iou, "threshold": threshold, "limit": limit})
+                                        "metric": metric, "iou": iou, "threshold": threshold, "limit": limit,
+                                        "engine": engine, "device": device, "precision": precision})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     click.echo(table(results))

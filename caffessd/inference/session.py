@@ -51,10 +51,12 @@ def session_options(threads: Optional[int] = None, optimize: bool = True, optimi
     return options
 
 
-def make_session(model: ModelLike, threads: Optional[int] = None, optimized_path: Optional[Path] = None):
-    """A CPU InferenceSession with the settings above. With `optimized_path`,
-    that file is used when it is sound (no optimisation at start-up) and
-    written otherwise.
+def make_session(model: ModelLike, threads: Optional[int] = None, optimized_path: Optional[Path] = None,
+                 providers: Optional[list] = None):
+    """An InferenceSession with the settings above, on the CPU unless
+    `providers` says otherwise (caffessd.inference.engines.onnxruntime_engine
+    chooses them for --device). With `optimized_path`, that file is used when
+    it is sound (no optimisation at start-up) and written otherwise.
 
     The cached graph is trusted only when its `.sha256` companion holds both
     the hash of its own bytes and the hash of the model it was optimised from
@@ -64,7 +66,7 @@ def make_session(model: ModelLike, threads: Optional[int] = None, optimized_path
     not the path, so the file cannot change in between."""
     import onnxruntime as ort
 
-    providers = ["CPUExecutionProvider"]
+    providers = providers or ["CPUExecutionProvider"]
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
