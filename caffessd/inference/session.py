@@ -62,7 +62,8 @@ def make_session(model: ModelLike, threads: Optional[int] = None, optimized_path
     the hash of its own bytes and the hash of the model it was optimised from
     (the model given here): a truncated, tampered or foreign file, or one whose
     companion was rewritten to match other bytes, is optimised again with one
-    warning line, never loaded. The session is made from the verified bytes,
+    warning line, never loaded (a file without companion, from an older
+    caffessd, is optimised again without one). The session is made from the verified bytes,
     not the path, so the file cannot change in between."""
     import onnxruntime as ort
 
@@ -95,7 +96,7 @@ def read_optimized(target: Path, source: str):
     """(bytes, None) for a sound optimised graph of the model hashed `source`,
     (None, why) for a broken one, (None, None) when there is none."""
     sidecar = target.with_name(target.name + CHECKSUM_SUFFIX)
-    if not target.exists() and not sidecar.exists():
+    if not sidecar.exists():  # none yet, or one from before companions (or half-written): made anew, silently
         return None, None
     try:
         data = target.read_bytes()
