@@ -16,6 +16,7 @@ from typing import Dict, List
 import numpy as np
 
 from caffessd import caffe_pb2
+from caffessd.boxmatch import box_sizes, cross_boundary, jaccard, match  # noqa: F401 (re-exported)
 from caffessd.errors import CaffessdError
 
 P = caffe_pb2.MultiBoxLossParameter
@@ -108,71 +109,6 @@ def ground_truth(gt: np.ndarray, settings: Settings) -> Dict[int, np.ndarray]:
             continue
         boxes.setdefault(item, []).append([label, row[3], row[4], row[5], row[6]])
     return {k: np.asarray(v, np.float32) for k, v in boxes.items()}
-
-
-def box_sizes(boxes: np.ndarray) -> np.ndarray:
-    """BBoxSize (normalised): 0 for inverted boxes."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    return np.where((w < 0) | (h < 0), np.float32(0), w * h).astype(np.float32)
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A, B) JaccardOverlap of corner boxes, in float32 like Caffe."""
-    a = a.astype(np.float32)[:, None, :]
-    b = b.astype(np.float32)[None, :, :]
-    disjoint = (b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1])
-    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
-    inter = iw * ih
-    union = box_sizes(a[:, 0])[:, None] + box_sizes(b[0])[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / union
-    return np.where(disjoint | (iw <= 0) | (ih <= 0), np.float32(0), iou).astype(np.float32)
-
-
-def cross_boundary(boxes: np.ndarray) -> np.ndarray:
-    return ((boxes < 0) | (boxes > 1)).any(axis=1)
-
-
-def match(gt_boxes: np.ndarray, pred_boxes: np.ndarray, settings: Settings):
-    """MatchBBox for share_location (label -1): (indices, overlaps) per prediction.
-
-    indices: -2 ignored cross-boundary, -1 unmatched, else the gt index.
-    Bipartite first (greedy best pair, first in prior-then-gt order on ties),
-    then for PER_PREDICTION each remaining prediction takes its best gt at or
-    above overlap_threshold.
-    """
-    num_pred = len(pred_boxes)
-    indices = np.full(num_pred, -1, np.int64)
-    overlaps = np.zeros(num_pred, np.float32)
-    if len(gt_boxes) == 0:
-        return indices, overlaps
-    iou = jaccard(pred_boxes, gt_boxes[:, 1:5])
-    if settings.ignore_cross_boundary_bbox:
-        ignored = cross_boundary(pred_boxes)
-        indices[ignored] = -2
-        iou[ignored] = 0
-    kept = iou > 1e-6
-    overlaps[:] = np.where(kept, iou, 0).max(axis=1)
-    candidates = np.where(kept, iou, -1.0).astype(np.float32)
-    for _ in range(len(gt_boxes)):
-        available = np.where((indices == -1)[:, None], candidates, -1.0)
-        flat = int(np.argmax(available))
-        i, j = divmod(flat, len(gt_boxes))
-        if available[i, j] <= -1:
-            break
-        indices[i] = j
-        overlaps[i] = available[i, j]
-        candidates[:, j] = -1.0
-    if settings.match_type == P.PER_PREDICTION:
-        good = np.where(kept & (iou >= settings.overlap_threshold), iou, -1.0)
-        best = np.argmax(good, axis=1)
-        best_overlap = good[np.arange(num_pred), best]
-        take = (indices == -1) & (best_overlap > -1)
-        indices[take] = best[take]
-        overlaps[take] = best_overlap[take]
-    return indices, overlaps
 
 
 def decode(priors: np.ndarray, variances: np.ndarray, loc: np.ndarray, settings: Settings) -> np.ndarray:
