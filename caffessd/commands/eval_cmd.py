@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from caffessd.commands.options import layout_options
+from caffessd.datasets.open import FORMATS
 from caffessd.errors import CaffessdError
 
 METRIC_CHOICES = ["voc07", "voc12", "integral", "coco", "wider"]
@@ -16,8 +18,9 @@ METRIC_CHOICES = ["voc07", "voc12", "integral", "coco", "wider"]
 @click.option("--weights", multiple=True, type=click.Path(dir_okay=False), help="caffemodel (with --model)")
 @click.option("--dataset", required=True, type=click.Path(), help="dataset root, list file or LMDB")
 @click.option("--format", "dataset_format", required=True,
-              type=click.Choice(["voc", "coco", "wider", "kitti", "list", "lmdb"]), help="dataset layout")
+              type=click.Choice(FORMATS), help="dataset layout")
 @click.option("--split", help="dataset split (voc: test, coco: val2017, wider: val, ...)")
+@layout_options
 @click.option("--labelmap", type=click.Path(dir_okay=False), help="labelmap.prototxt naming the model's label ids")
 @click.option("--metric", type=click.Choice(METRIC_CHOICES),
               help="voc07 (11point), voc12 (MaxIntegral), integral, coco, wider [default: wider for "
@@ -32,8 +35,8 @@ METRIC_CHOICES = ["voc07", "voc12", "integral", "coco", "wider"]
 @click.option("--wider-gt", type=click.Path(file_okay=False),
               help="the WIDER toolbox's ground_truth folder (wider_face_val.mat, wider_{easy,medium,hard}_val.mat)")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads")
-def command(onnx_models, prototxts, weights, dataset, dataset_format, split, labelmap, metric, iou, threshold,
-            limit, out_dir, wider_gt, threads):
+def command(onnx_models, prototxts, weights, dataset, dataset_format, split, images, annotations, labelmap, metric,
+            iou, threshold, limit, out_dir, wider_gt, threads):
     """Evaluate MODELS (ONNX files and/or --model/--weights pairs; none: the
     embedded face detector) on a dataset; several models are compared side by side."""
     import shutil
@@ -54,7 +57,7 @@ def command(onnx_models, prototxts, weights, dataset, dataset_format, split, lab
     try:
         results = evaluate_models(models, dataset, metric, format=dataset_format, split=split, labelmap=labelmap,
                                   iou=iou, threshold=threshold, limit=limit, wider_gt=wider_gt, work_dir=work,
-                                  threads=threads)
+                                  threads=threads, images=images, annotations=annotations)
         report = write_report(results, out_dir, extra_files_from=work,
                               settings={"dataset": str(dataset), "format": dataset_format, "split": split,
                                         "metric": metric, "iou": iou, "threshold": threshold, "limit": limit})

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import click
 
-from caffessd.commands.options import parse_size
+from caffessd.commands.options import DATASET_SPLIT_HELP, layout_options, parse_size
 from caffessd.datasets.lmdb_writer import ENCODINGS, ConvertOptions, make_lmdb
 from caffessd.errors import CaffessdError
 
-SOURCE_FORMATS = ("voc", "coco", "wider", "kitti", "list")
+SOURCE_FORMATS = ("voc", "coco", "wider", "kitti", "list", "yolo", "openimages", "cvat", "labelme")
 
 
 def is_test_split(split) -> bool:
@@ -20,11 +20,11 @@ def is_test_split(split) -> bool:
 @click.command("make-lmdb")
 @click.argument("dataset", type=click.Path())
 @click.option("--format", "-f", "fmt", required=True, type=click.Choice(SOURCE_FORMATS), help="dataset format")
-@click.option("--split", "-s", help="voc: trainval|test|...; coco: val2017|train2017|...; wider: train|val; "
-                                    "kitti: training or ImageSets/<split>.txt")
+@click.option("--split", "-s", help=DATASET_SPLIT_HELP)
 @click.option("--output", "-o", "out", required=True, type=click.Path(), help="LMDB folder to create")
 @click.option("--root", type=click.Path(file_okay=False), help="list: folder the list's paths are relative to; "
                                                                  "coco with a JSON file: the images folder")
+@layout_options
 @click.option("--label-type", type=click.Choice(["xml", "json", "txt"]), help="list: annotation type (default: by extension)")
 @click.option("--labelmap", type=click.Path(dir_okay=False),
               help="labelmap.prototxt; written from the dataset's classes if absent [OUT's folder/labelmap.prototxt]")
@@ -46,10 +46,10 @@ def is_test_split(split) -> bool:
               help="write `name height width` lines here [OUT_name_size.txt for test/val splits]")
 @click.option("--overwrite", is_flag=True, help="replace an existing OUT")
 @click.option("--workers", default=None, type=click.IntRange(min=0), help="decode/encode threads [cores, at most 8]")
-def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_dim, max_dim, encode, gray, shuffle,
+def command(dataset, fmt, split, out, root, images, annotations, label_type, labelmap, resize, min_dim, max_dim, encode, gray, shuffle,
             seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, workers):
-    """Convert DATASET (VOC, COCO, WIDER FACE, KITTI or a Caffe list file)
-    into an LMDB of AnnotatedDatum, as Caffe SSD's convert_annoset does."""
+    """Convert DATASET (VOC, COCO, WIDER FACE, KITTI, a Caffe list file, YOLO,
+    Open Images, CVAT for images or LabelMe) into an LMDB of AnnotatedDatum, as Caffe SSD's convert_annoset does."""
     from caffessd.datasets import open_dataset
     from caffessd.datasets.labelmap import label_names, resolve_labelmap
     from caffessd.protoio import check_writable
@@ -66,7 +66,8 @@ def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_di
     if fmt == "list" and labelmap_path.exists():
         from caffessd.protoio import read_labelmap
         names = label_names(read_labelmap(labelmap_path))  # names txt label ids
-    source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, labelmap=names)
+    source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, labelmap=names,
+                          images=images, annotations=annotations)
     label_of, _, new_labelmap = resolve_labelmap(source, labelmap_path, check_label)
     split = split or getattr(source, "split", None)
     if name_size is None and is_test_split(split):

@@ -83,3 +83,41 @@ def parse_number(text: str, path: Path, line: Optional[int], what: str) -> float
     if not np.isfinite(value):
         raise FormatError(path, f"{what}: expected a finite number, got {text!r}", line)
     return value
+
+
+def join_inside(root: Path, relative: str, where, line: Optional[int] = None, what: str = "path") -> Path:
+    """`root / relative` for a path read from an annotation or list, refused when
+    it is absolute or climbs out of `root` (`../`): a dataset file must not make
+    make-lmdb read, and store, files elsewhere on the machine. The check is on
+    the text (symlinks inside the dataset are the user's own)."""
+    import posixpath
+
+    text = str(relative).replace("\\", "/")
+    if not text or "\x00" in text:
+        raise FormatError(where, f"{what} {str(relative)!r} is empty or not a file name", line)
+    normal = posixpath.normpath(text)
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":") or normal == ".." or normal.startswith("../"):
+        raise FormatError(where, f"{what} {str(relative)!r} leaves the dataset folder {root}", line)
+    return Path(root) / normal
+
+
+def load_json(path: Path, data: Optional[str] = None):
+    """json.loads with its errors (and a nesting deep enough to exhaust the
+    parser's recursion) as one FormatError line naming the file."""
+    import json
+
+    try:
+        return json.loads(read_text(path) if data is None else data)
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, f"malformed JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except RecursionError:
+        raise FormatError(path, "JSON nested too deeply to be an annotation file") from None
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(folder: Path) -> list:
+    """Image files under `folder` (recursively), sorted by their relative path."""
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())

@@ -34,16 +34,18 @@ def parse_kitti_labels(path: Path) -> list:
 
 
 class KittiDataset(FileDataset):
-    """`KittiDataset(root, split="training")`."""
+    """`KittiDataset(root, split="training", images=None, annotations=None)`;
+    `images` / `annotations` replace <split folder>/image_2 and label_2."""
 
     classes = KITTI_CLASSES
 
-    def __init__(self, root, split: str = "training"):
+    def __init__(self, root, split: str = "training", images=None, annotations=None):
         self.root = Path(root)
         self.split = split
         folder = "testing" if split == "testing" else "training"
-        self.label_dir = require_dir(self.root / folder / "label_2", "KITTI labels")
-        self.image_dir = self.root / folder / "image_2"
+        self.label_dir = require_dir(Path(annotations) if annotations else self.root / folder / "label_2",
+                                     "KITTI labels")
+        self.image_dir = Path(images) if images else self.root / folder / "image_2"
         split_file = self.root / "ImageSets" / f"{split}.txt"
         if split_file.is_file():
             self._entries = [line.split()[0] for line in read_text(split_file).splitlines() if line.strip()]
@@ -59,8 +61,14 @@ class KittiDataset(FileDataset):
                 return candidate
         return self.image_dir / f"{image_id}.png"
 
+    def _name(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name
+
     def entry_name(self, entry) -> str:
-        return self._image_path(entry).relative_to(self.root).as_posix()
+        return self._name(self._image_path(entry))
 
     def record(self, entry) -> ImageRecord:
         from caffessd.datasets.images import image_size
@@ -69,5 +77,5 @@ class KittiDataset(FileDataset):
         objects = parse_kitti_labels(annotation)
         path = self._image_path(entry)
         width, height = image_size(path)
-        return ImageRecord(name=path.relative_to(self.root).as_posix(), path=path, width=width, height=height,
+        return ImageRecord(name=self._name(path), path=path, width=width, height=height,
                            objects=tuple(objects), annotation=annotation, image_id=entry)

@@ -76,12 +76,17 @@ def _voc_object(node: XmlNode, path: Path) -> BoxObject:
 
 
 class VocDataset(FileDataset):
-    """`VocDataset(root, split="trainval", years=None)`: a VOCdevkit (years
-    combined as the SSD recipe does unless `years` names them) or one VOC folder."""
+    """`VocDataset(root, split="trainval", years=None, images=None, annotations=None)`:
+    a VOCdevkit (years combined as the SSD recipe does unless `years` names
+    them) or one VOC folder. `images` / `annotations` replace a single VOC
+    folder's JPEGImages/ and Annotations/."""
 
-    def __init__(self, root, split: str = "trainval", years: Optional[Sequence[str]] = None):
+    def __init__(self, root, split: str = "trainval", years: Optional[Sequence[str]] = None,
+                 images=None, annotations=None):
         self.root = Path(root)
         self.split = split
+        self.image_dir = Path(images) if images is not None else None
+        self.annotation_dir = Path(annotations) if annotations is not None else None
         if (self.root / "ImageSets" / "Main").is_dir():
             folders = [("", self.root)]
         else:
@@ -108,7 +113,7 @@ class VocDataset(FileDataset):
         if self._classes is None:
             names = set()
             for _, folder, image_id in self._entries:
-                names.update(obj.label for obj in parse_voc_xml(folder / "Annotations" / f"{image_id}.xml")[2])
+                names.update(obj.label for obj in parse_voc_xml(self._annotation(folder, image_id))[2])
             self._classes = VOC_CLASSES if names <= set(VOC_CLASSES) else tuple(sorted(names))
         return self._classes
 
@@ -116,11 +121,14 @@ class VocDataset(FileDataset):
         prefix, _, image_id = entry
         return f"{prefix}JPEGImages/{image_id}.jpg"
 
+    def _annotation(self, folder: Path, image_id: str) -> Path:
+        return (self.annotation_dir or folder / "Annotations") / f"{image_id}.xml"
+
     def record(self, entry) -> ImageRecord:
         prefix, folder, image_id = entry
-        annotation = folder / "Annotations" / f"{image_id}.xml"
+        annotation = self._annotation(folder, image_id)
         width, height, objects = parse_voc_xml(annotation)
-        path = folder / "JPEGImages" / f"{image_id}.jpg"
+        path = (self.image_dir or folder / "JPEGImages") / f"{image_id}.jpg"
         if width is None:
             from caffessd.datasets.images import image_size
             width, height = image_size(path)

@@ -1,10 +1,10 @@
 """A minimal XML tree that remembers line numbers (ElementTree forgets them),
-so a bad VOC annotation is reported as FILE:LINE."""
+so a bad VOC or CVAT annotation is reported as FILE:LINE."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 from xml.parsers import expat
 
 from caffessd.errors import FormatError
@@ -16,6 +16,7 @@ class XmlNode:
     line: int
     text: str = ""
     children: List["XmlNode"] = field(default_factory=list)
+    attributes: Dict[str, str] = field(default_factory=dict)
 
     def find(self, tag: str) -> Optional["XmlNode"]:
         for child in self.children:
@@ -33,8 +34,8 @@ def parse_xml(data: bytes, path: Path) -> XmlNode:
     stack: List[XmlNode] = []
     roots: List[XmlNode] = []
 
-    def start(tag, _attrs):
-        node = XmlNode(tag, parser.CurrentLineNumber)
+    def start(tag, attrs):
+        node = XmlNode(tag, parser.CurrentLineNumber, attributes=dict(attrs))
         (stack[-1].children if stack else roots).append(node)
         stack.append(node)
 

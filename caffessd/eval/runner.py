@@ -49,18 +49,20 @@ class EvalResult:
                 "summary": self.summary, "per_class": self.per_class}
 
 
-def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None):
+def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None, images=None,
+                      annotations=None):
     """A reader for a path (with its format), or the given dataset/iterable as is."""
     if isinstance(dataset, (str, Path)):
         if format is None:
-            raise CaffessdError("a dataset path needs its format (voc, coco, wider, kitti, list, lmdb)")
+            from caffessd.datasets.open import FORMATS
+            raise CaffessdError(f"a dataset path needs its format ({', '.join(FORMATS)})")
         from caffessd.datasets import open_dataset
 
         names = None
         if labelmap is not None and format in ("list", "lmdb"):
             from caffessd.protoio import labelmap_names
             names = labelmap_names(labelmap)
-        return open_dataset(dataset, format, split, labelmap=names)
+        return open_dataset(dataset, format, split, labelmap=names, images=images, annotations=annotations)
     return dataset
 
 
@@ -121,7 +123,8 @@ def evaluate(model, dataset, metric: str = "voc07", **options) -> EvalResult:
 def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format: Optional[str] = None,
                     split: Optional[str] = None, labelmap=None, iou: float = 0.5, threshold: float = 0.01,
                     limit: Optional[int] = None, wider_gt=None, work_dir=None, workers: int = 2,
-                    threads: Optional[int] = None, progress: bool = True) -> List[EvalResult]:
+                    threads: Optional[int] = None, progress: bool = True, images=None,
+                    annotations=None) -> List[EvalResult]:
     """Evaluate several models side by side in one pass over the dataset:
     each image is decoded once, preprocessed for each model in the decode
     pool, and run through each model in turn."""
@@ -132,7 +135,7 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
     if metric not in METRICS:
         raise CaffessdError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
     labelmap = Path(labelmap) if labelmap is not None else None
-    reader = open_eval_dataset(dataset, format, split, labelmap)
+    reader = open_eval_dataset(dataset, format, split, labelmap, images, annotations)
     where = dataset if isinstance(dataset, (str, Path)) else "the dataset"
     if hasattr(reader, "__len__") and len(reader) == 0:
         raise CaffessdError(f"{where}: no images to evaluate")
