@@ -45,9 +45,11 @@ def is_test_split(split) -> bool:
 @click.option("--name-size", "name_size", type=click.Path(dir_okay=False),
               help="write `name height width` lines here [OUT_name_size.txt for test/val splits]")
 @click.option("--overwrite", is_flag=True, help="replace an existing OUT")
+@click.option("--lint/--no-lint", "lint_first", default=True, show_default=True,
+              help="check every annotation first and print lint-dataset's summary (images are checked while written)")
 @click.option("--workers", default=None, type=click.IntRange(min=0), help="decode/encode threads [cores, at most 8]")
 def command(dataset, fmt, split, out, root, images, annotations, label_type, labelmap, resize, min_dim, max_dim, encode, gray, shuffle,
-            seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, workers):
+            seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, lint_first, workers):
     """Convert DATASET (VOC, COCO, WIDER FACE, KITTI, a Caffe list file, YOLO,
     Open Images, CVAT for images or LabelMe) into an LMDB of AnnotatedDatum, as Caffe SSD's convert_annoset does."""
     from caffessd.datasets import open_dataset
@@ -74,6 +76,11 @@ def command(dataset, fmt, split, out, root, images, annotations, label_type, lab
         name_size = out.with_name(out.name + "_name_size.txt")
     for path in filter(None, [name_size, new_labelmap and labelmap_path]):
         check_writable(path)
+    if lint_first:
+        from caffessd.analysis.lint import LintOptions, startup_lines
+
+        for line in startup_lines(source, LintOptions(labels=label_of, check_images=False)):
+            click.echo(line)
     options = ConvertOptions(resize=size, min_dim=min_dim, max_dim=max_dim, encode=encode, gray=gray,
                              check_label=check_label, check_size=check_size, ignored=ignored)
     summary = make_lmdb(source, out, label_of, options, shuffle=shuffle, seed=seed, skip_bad=skip_bad,
