@@ -21,8 +21,13 @@ from caffessd.errors import CaffessdError
               help="folder that the data layers' relative LMDB sources are read from [default: current folder]")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 compute with float32 master weights and loss scaling (GPUs only)")
+@click.option("--empty-image-negatives", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="each image without objects gives its N hardest priors as background examples (0: none, as the "
+                   "SSD fork, whose mining follows an image's positives)")
+@click.option("--lint/--no-lint", "lint_first", default=True, show_default=True,
+              help="check the train LMDB first and print lint-dataset's summary")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar (images/s, ETA) on stderr")
-def command(solver, weights, resume, gpus, data_root, mixed_precision, progress):
+def command(solver, weights, resume, gpus, data_root, mixed_precision, empty_image_negatives, lint_first, progress):
     """Train the solver's train_net (testing its test_net every test_interval)
     with Caffe's semantics; snapshots PREFIX_iter_N.caffemodel/.solverstate."""
     if weights and resume:
@@ -38,8 +43,14 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, progress)
     strategy = training_strategy(gpus)
     if mixed_precision:
         check_mixed_precision()
-    trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy, mixed_precision=mixed_precision)
+    trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy, mixed_precision=mixed_precision,
+                      empty_image_negatives=empty_image_negatives)
     del param
+    if lint_first and trainer.chief:
+        from caffessd.train.datacheck import train_data_lines
+
+        for line in train_data_lines(trainer.train_net.data_layers[0].layer, data_root):
+            trainer.log(line)
     if resume:
         trainer.resume(resume)
         click.echo(f"Resuming from {resume} at iteration {trainer.solver.iter}", err=True)

@@ -7,6 +7,13 @@ priors are positives (with which ground truth) and which are mined negatives.
 
 Scope: share_location true (what the SSD nets use; Caffe itself mines only
 then), no mining NMS (nms_param), bp_inside false.
+
+Images without objects: the fork mines negatives per image in proportion to
+its positives, so an image without ground truth adds nothing to the loss
+(unless mining is NONE, where every prior counts). `empty_image_negatives`
+N > 0 (train --empty-image-negatives) makes each such image give its N
+hardest priors as background examples instead; images whose only boxes are
+difficult ones left out by use_difficult_gt: false are not treated so.
 """
 from __future__ import annotations
 
@@ -47,9 +54,10 @@ class Settings:
     normalization: int = caffe_pb2.LossParameter.VALID
     propagate_loc: bool = True
     propagate_conf: bool = True
+    empty_image_negatives: int = 0     # not the fork's: hard negatives mined per image without objects
 
     @classmethod
-    def from_layer(cls, layer: caffe_pb2.LayerParameter) -> "Settings":
+    def from_layer(cls, layer: caffe_pb2.LayerParameter, empty_image_negatives: int = 0) -> "Settings":
         p = layer.multibox_loss_param
         where = f"MultiBoxLoss '{layer.name}'"
         if not p.HasField("num_classes"):
@@ -75,7 +83,8 @@ class Settings:
                    sample_size=p.sample_size, code_type=p.code_type,
                    encode_variance_in_target=p.encode_variance_in_target, loc_loss_type=p.loc_loss_type,
                    conf_loss_type=p.conf_loss_type, loc_weight=p.loc_weight, normalization=normalization,
-                   propagate_loc=down[0] if down else True, propagate_conf=down[1] if len(down) > 1 else True)
+                   propagate_loc=down[0] if down else True, propagate_conf=down[1] if len(down) > 1 else True,
+                   empty_image_negatives=int(empty_image_negatives))
 
 
 @dataclass
@@ -175,12 +184,15 @@ def find_targets(loc: np.ndarray, conf: np.ndarray, prior_blob: np.ndarray, gt: 
     priors = prior_blob.reshape(2, -1, 4)[0].astype(np.float32)
     variances = prior_blob.reshape(2, -1, 4)[1].astype(np.float32)
     boxes = ground_truth(gt, settings)
+    annotated = {int(item) for item in np.asarray(gt, np.float32).reshape(-1, 8)[:, 0] if item >= 0}
     positives, loc_targets, negatives, all_indices = [], [], [], []
     num_matches = 0
     for i in range(num):
         gt_i = boxes.get(i)
         if gt_i is None:
             all_indices.append(np.full(num_priors, -1, np.int64))
+            if settings.empty_image_negatives > 0 and settings.mining_type != P.NONE and i not in annotated:
+                negatives.extend((i, int(m)) for m in empty_image_negatives(conf[i], settings))
             continue
         candidates = priors if settings.use_prior_for_matching else decode(priors, variances, loc[i], settings)
         indices, overlaps = match(gt_i, candidates, settings)
@@ -216,6 +228,14 @@ def find_targets(loc: np.ndarray, conf: np.ndarray, prior_blob: np.ndarray, gt: 
     return Targets(np.asarray(positives, np.int64).reshape(-1, 4),
                    np.concatenate(loc_targets).reshape(-1, 4) if loc_targets else np.zeros((0, 4), np.float32),
                    np.asarray(negatives, np.int64).reshape(-1, 2), num_matches, boxes, all_indices)
+
+
+def empty_image_negatives(conf: np.ndarray, settings: Settings) -> np.ndarray:
+    """The `empty_image_negatives` priors of an image without objects whose
+    background confidence loss is highest."""
+    labels = np.full(len(conf), settings.background_label_id, np.int64)
+    loss = conf_losses(conf, labels, settings)
+    return hardest(loss, np.ones(len(conf), bool), settings.empty_image_negatives)
 
 
 def hardest(loss: np.ndarray, eligible: np.ndarray, limit: int) -> np.ndarray:
