@@ -134,7 +134,7 @@ def test_trainer_option_reaches_the_loss(tmp_path):
 
 
 def test_train_command_passes_the_option(tmp_path, capsys, monkeypatch):
-    from caffessd.train import trainer as trainer_module
+    from caffessd.commands import train_cmd
     from conftest import run_in_process
 
     seen = {}
@@ -144,7 +144,7 @@ def test_train_command_passes_the_option(tmp_path, capsys, monkeypatch):
             seen.update(options)
             raise SystemExit(0)
 
-    monkeypatch.setattr(trainer_module, "Trainer", Recorder)
+    monkeypatch.setattr(train_cmd, "Trainer", Recorder)
     solver = empty_lmdb_solver(tmp_path)
     code, err, _ = run_in_process(["train", solver, "--empty-image-negatives", "12", "--no-progress"], capsys)
     assert code == 0 and seen["empty_image_negatives"] == 12, err

@@ -10,5 +10,6 @@ the net's priors can match, priors fitted to the boxes, and dataset checks.
     suggest      min_size/max_size/aspect_ratio fitted to the boxes, as gen-model flags
     lint         every image and box checked, one line per problem, streaming
 
-Imports the core (boxmatch, priorbox), datasets and generators; the commands
-fit-priors and lint-dataset, make-lmdb and train use it."""
+May import: the core (boxmatch, priorbox, net, protoio), util/, datasets/ and
+generators/ (gen-model's own prior rule); matplotlib lazily (plots). Used by
+the commands fit-priors, lint-dataset and make-lmdb, and by train."""

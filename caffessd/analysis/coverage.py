@@ -20,6 +20,7 @@ import numpy as np
 from caffessd.analysis.groundtruth import GroundTruth
 from caffessd.analysis.netpriors import NetPriors
 from caffessd.boxmatch import jaccard, match
+from caffessd.util.progress import Progress
 
 
 @dataclass
@@ -54,8 +55,6 @@ class Coverage:
 
 def replay(truth: GroundTruth, priors: NetPriors, progress: bool = False) -> Coverage:
     """Match every image's boxes to `priors` as MultiBoxLoss would."""
-    from caffessd.progress import Progress
-
     _, boxes, _ = truth.arrays()
     n, num_layers = len(boxes), len(priors.layers)
     best_iou = np.zeros(n, np.float32)

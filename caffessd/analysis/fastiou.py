@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from caffessd import caffe_pb2
-from caffessd.onnxconv.priors import cell_box_sizes, prior_boxes
+from caffessd.priorbox import cell_box_sizes, prior_boxes
 
 
 @dataclass

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from caffessd.analysis import summary
+from caffessd.analysis import plots as pictures, summary
 from caffessd.analysis.coverage import Coverage, replay
 from caffessd.analysis.groundtruth import GroundTruth, collect
 from caffessd.analysis.netpriors import NetPriors, load_net_priors
 from caffessd.analysis.suggest import METHODS, Suggestion, suggest as suggest_priors
 from caffessd.errors import CaffessdError
+from caffessd.util.files import atomic_write_many
 
 REPORT = "coverage.json"
 HISTOGRAMS = "best_iou_by_size.png"
@@ -94,13 +95,9 @@ def text_lines(result: FitResult) -> List[str]:
 
 def write_outputs(result: FitResult, out_dir, plots: bool = True) -> List[Path]:
     """coverage.json and the two pictures in `out_dir` (each written atomically)."""
-    from caffessd.protoio import atomic_write_many
-
     out = Path(out_dir)
     items = [(out / REPORT, json.dumps(result.report(), indent=1) + "\n")]
     if plots:
-        from caffessd.analysis import plots as pictures
-
         best = result.best
         items.append((out / HISTOGRAMS, pictures.iou_histograms(result.coverage, f"{Path(result.priors.source).name}: "
                                                                  f"best IoU of each object with any prior")))

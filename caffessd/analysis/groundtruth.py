@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from caffessd.datasets.annotated import normalise
+from caffessd.util.progress import Progress
 
 
 @dataclass
@@ -89,8 +90,6 @@ def record_objects(record, use_difficult_gt: bool = True):
 def collect(dataset, input_hw: Tuple[int, int], resize_mode: str = "WARP", use_difficult_gt: bool = True,
             limit: Optional[int] = None, progress: bool = True) -> GroundTruth:
     """Read every record once (annotations and image headers only)."""
-    from caffessd.progress import Progress
-
     truth = GroundTruth()
     total = len(dataset) if hasattr(dataset, "__len__") else None
     if limit is not None and total is not None:

@@ -28,8 +28,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, List, Mapping, Optional
 
+from caffessd.analysis.netpriors import load_net_priors
+from caffessd.datasets.images import image_size
 from caffessd.datasets.lmdb_reader import LmdbDataset
 from caffessd.errors import FormatError
+from caffessd.util.progress import Progress
 
 ERROR, WARNING = "error", "warning"
 KINDS = {
@@ -152,8 +155,6 @@ class _Linter:
         self._objects(record)
 
     def _image(self, record, dataset) -> None:
-        from caffessd.datasets.images import image_size
-
         if isinstance(dataset, LmdbDataset):
             return  # the stored image is the datum's own size (inspect-lmdb decodes it)
         try:
@@ -235,8 +236,6 @@ class _Linter:
 def lint(dataset, options: LintOptions = LintOptions(), emit: Callable[[Problem], None] = lambda p: None,
          progress: bool = True) -> LintSummary:
     """Check every record of `dataset`, calling `emit` for each problem as it is found."""
-    from caffessd.progress import Progress
-
     linter = _Linter(options, emit)
     total = len(dataset) if hasattr(dataset, "__len__") else None
     with Progress(total, "lint", unit="img", enabled=progress) as bar:
@@ -261,8 +260,6 @@ def lint(dataset, options: LintOptions = LintOptions(), emit: Callable[[Problem]
 
 def options_for_net(net_path, input_size=None, **options) -> LintOptions:
     """LintOptions whose too-small check uses the net's smallest prior and threshold."""
-    from caffessd.analysis.netpriors import load_net_priors
-
     priors = load_net_priors(net_path, input_size)
     smallest = min(w * h / (layer.image_hw[0] * layer.image_hw[1]) for layer in priors.layers for w, h in layer.shapes)
     return LintOptions(min_prior_area=smallest, threshold=float(priors.rule.overlap_threshold),

@@ -21,7 +21,7 @@ from caffessd.boxmatch import MatchRule
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.layers import DATA_LAYER_TYPES, LOSS_LAYER_TYPES
 from caffessd.net import Net, filter_phase
-from caffessd.onnxconv.priors import cell_box_sizes, prior_boxes
+from caffessd.priorbox import cell_box_sizes, prior_boxes
 
 RESIZE_MODES = {1: "WARP", 2: "FIT_SMALL_SIZE", 3: "FIT_LARGE_SIZE_AND_PAD"}
 SET_ASIDE = DATA_LAYER_TYPES | LOSS_LAYER_TYPES | {"DetectionOutput", "DetectionEvaluate", "Silence"}

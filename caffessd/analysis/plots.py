@@ -11,6 +11,7 @@ import numpy as np
 from caffessd.analysis.coverage import Coverage
 from caffessd.analysis.summary import object_areas, share_buckets
 from caffessd.errors import CaffessdError
+from caffessd.priorbox import cell_box_sizes
 
 MAX_POINTS = 20000
 
@@ -79,7 +80,6 @@ def shapes_over_priors(coverage: Coverage, suggested: Optional[Sequence] = None,
         axis.scatter(shapes[:, 0], shapes[:, 1], s=90, facecolors="none", edgecolors=[colour], linewidths=1.6,
                      label=f"{layer.name} (step {layer.step()[1]:g})")
     if suggested:
-        from caffessd.onnxconv.priors import cell_box_sizes
         shapes = np.asarray([s for param in suggested for s in cell_box_sizes(param)])
         axis.scatter(shapes[:, 0], shapes[:, 1], s=60, marker="s", facecolors="none", edgecolors="tab:orange",
                      linewidths=1.4, label="suggested priors")

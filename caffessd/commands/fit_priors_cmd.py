@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from caffessd.analysis.fit import fit_priors, text_lines, write_outputs
 from caffessd.commands.options import DATASET_SPLIT_HELP, layout_options, parse_size
-from caffessd.datasets.open import FORMATS
+from caffessd.datasets.open import FORMATS, open_dataset
+from caffessd.util.files import check_writable
 
 
 @click.command("fit-priors")
@@ -34,10 +36,6 @@ def command(net, dataset, fmt, split, images, annotations, root, input_size, lim
 
     Example: caffessd fit-priors model/train.prototxt --dataset VOCdevkit -f voc --suggest
     """
-    from caffessd.analysis.fit import fit_priors, text_lines, write_outputs
-    from caffessd.datasets import open_dataset
-    from caffessd.protoio import check_writable
-
     size = parse_size(input_size, "--input") if input_size else None
     check_writable(out_dir, folder=True)
     source = open_dataset(dataset, fmt, split, root=root, images=images, annotations=annotations)

@@ -7,8 +7,11 @@ import sys
 
 import click
 
+from caffessd.analysis.lint import LintOptions, lint, options_for_net
 from caffessd.commands.options import DATASET_SPLIT_HELP, layout_options, parse_size
-from caffessd.datasets.open import FORMATS
+from caffessd.datasets.labelmap import label_names, name_to_label
+from caffessd.datasets.open import FORMATS, open_dataset
+from caffessd.protoio import read_labelmap
 
 
 @click.command("lint-dataset")
@@ -33,11 +36,6 @@ def command(dataset, fmt, split, images, annotations, root, label_type, labelmap
     labelmap, no duplicates, none too small for --net; counts per class and
     images without objects. Problems stream to stdout as FILE:LINE: error|warning:
     message [kind]; the exit status is 1 when there is an error."""
-    from caffessd.analysis.lint import LintOptions, lint, options_for_net
-    from caffessd.datasets import open_dataset
-    from caffessd.datasets.labelmap import label_names, name_to_label
-    from caffessd.protoio import read_labelmap
-
     names = labels = None
     if labelmap:
         mapping = read_labelmap(labelmap)

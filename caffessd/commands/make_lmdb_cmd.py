@@ -5,9 +5,14 @@ from pathlib import Path
 
 import click
 
+from caffessd.analysis.lint import LintOptions, startup_lines
 from caffessd.commands.options import DATASET_SPLIT_HELP, layout_options, parse_size
 from caffessd.datasets.lmdb_writer import ENCODINGS, ConvertOptions, make_lmdb
 from caffessd.errors import CaffessdError
+from caffessd.datasets import open_dataset
+from caffessd.datasets.labelmap import label_names, resolve_labelmap
+from caffessd.util.files import check_writable
+from caffessd.protoio import read_labelmap
 
 SOURCE_FORMATS = ("voc", "coco", "wider", "kitti", "list", "yolo", "openimages", "cvat", "labelme")
 
@@ -48,14 +53,11 @@ def is_test_split(split) -> bool:
 @click.option("--lint/--no-lint", "lint_first", default=True, show_default=True,
               help="check every annotation first and print lint-dataset's summary (images are checked while written)")
 @click.option("--workers", default=None, type=click.IntRange(min=0), help="decode/encode threads [cores, at most 8]")
-def command(dataset, fmt, split, out, root, images, annotations, label_type, labelmap, resize, min_dim, max_dim, encode, gray, shuffle,
-            seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, lint_first, workers):
+def command(dataset, fmt, split, out, root, images, annotations, label_type, labelmap, resize, min_dim, max_dim, encode,
+            gray, shuffle, seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, lint_first, workers):
     """Convert DATASET (VOC, COCO, WIDER FACE, KITTI, a Caffe list file, YOLO,
-    Open Images, CVAT for images or LabelMe) into an LMDB of AnnotatedDatum, as Caffe SSD's convert_annoset does."""
-    from caffessd.datasets import open_dataset
-    from caffessd.datasets.labelmap import label_names, resolve_labelmap
-    from caffessd.protoio import check_writable
-
+    Open Images, CVAT for images or LabelMe) into an LMDB of AnnotatedDatum, as
+    Caffe SSD's convert_annoset does."""
     out = Path(out)
     if resize and (min_dim or max_dim):
         raise CaffessdError("--resize and --min-dim/--max-dim exclude each other (convert_annoset uses only min/max-dim then)")
@@ -66,7 +68,6 @@ def command(dataset, fmt, split, out, root, images, annotations, label_type, lab
     labelmap_path = Path(labelmap) if labelmap else out.parent / "labelmap.prototxt"
     names = None
     if fmt == "list" and labelmap_path.exists():
-        from caffessd.protoio import read_labelmap
         names = label_names(read_labelmap(labelmap_path))  # names txt label ids
     source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, labelmap=names,
                           images=images, annotations=annotations)
@@ -77,8 +78,6 @@ def command(dataset, fmt, split, out, root, images, annotations, label_type, lab
     for path in filter(None, [name_size, new_labelmap and labelmap_path]):
         check_writable(path)
     if lint_first:
-        from caffessd.analysis.lint import LintOptions, startup_lines
-
         for line in startup_lines(source, LintOptions(labels=label_of, check_images=False)):
             click.echo(line)
     options = ConvertOptions(resize=size, min_dim=min_dim, max_dim=max_dim, encode=encode, gray=gray,

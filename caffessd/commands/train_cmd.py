@@ -7,6 +7,10 @@ from __future__ import annotations
 import click
 
 from caffessd.errors import CaffessdError
+from caffessd import caffe_pb2, protoio
+from caffessd.train.datacheck import train_data_lines
+from caffessd.train.devices import check_mixed_precision, training_strategy
+from caffessd.train.trainer import Trainer
 
 
 @click.command("train")
@@ -32,11 +36,8 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, empty_ima
     with Caffe's semantics; snapshots PREFIX_iter_N.caffemodel/.solverstate."""
     if weights and resume:
         raise CaffessdError("give --weights or --resume, not both (a solverstate brings its own weights)")
-    from caffessd import caffe_pb2, protoio
 
     param = protoio.read_prototxt(solver, caffe_pb2.SolverParameter)  # a bad solver fails before TensorFlow loads
-    from caffessd.train.devices import check_mixed_precision, training_strategy
-    from caffessd.train.trainer import Trainer
 
     # Before any TensorFlow op: TF_CONFIG -> MultiWorkerMirroredStrategy,
     # several --gpus -> MirroredStrategy, else one device.
@@ -47,8 +48,6 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, empty_ima
                       empty_image_negatives=empty_image_negatives)
     del param
     if lint_first and trainer.chief:
-        from caffessd.train.datacheck import train_data_lines
-
         for line in train_data_lines(trainer.train_net.data_layers[0].layer, data_root):
             trainer.log(line)
     if resume:

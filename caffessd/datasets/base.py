@@ -6,6 +6,8 @@ bad one (--skip-bad) without losing the rest of the dataset, while plain
 iteration stays a stream of records."""
 from __future__ import annotations
 
+import json
+import posixpath
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -13,6 +15,8 @@ import numpy as np
 
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import FormatError
+from caffessd.util.files import read_bytes
+from caffessd.datasets.images import decode_image
 
 
 class FileDataset:
@@ -41,9 +45,6 @@ class FileDataset:
 
     def load_image(self, record: ImageRecord) -> np.ndarray:
         """The record's image as HxWx3 uint8 BGR (EXIF orientation applied)."""
-        from caffessd.datasets.images import decode_image
-        from caffessd.protoio import read_bytes
-
         return decode_image(read_bytes(record.path), record.path)
 
     def __iter__(self) -> Iterator[ImageRecord]:
@@ -67,8 +68,6 @@ def require_file(path: Path, what: str) -> Path:
 
 
 def read_text(path: Path) -> str:
-    from caffessd.protoio import read_bytes
-
     try:
         return read_bytes(path).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -90,8 +89,6 @@ def join_inside(root: Path, relative: str, where, line: Optional[int] = None, wh
     it is absolute or climbs out of `root` (`../`): a dataset file must not make
     make-lmdb read, and store, files elsewhere on the machine. The check is on
     the text (symlinks inside the dataset are the user's own)."""
-    import posixpath
-
     text = str(relative).replace("\\", "/")
     if not text or "\x00" in text:
         raise FormatError(where, f"{what} {str(relative)!r} is empty or not a file name", line)
@@ -104,8 +101,6 @@ def join_inside(root: Path, relative: str, where, line: Optional[int] = None, wh
 def load_json(path: Path, data: Optional[str] = None):
     """json.loads with its errors (and a nesting deep enough to exhaust the
     parser's recursion) as one FormatError line naming the file."""
-    import json
-
     try:
         return json.loads(read_text(path) if data is None else data)
     except json.JSONDecodeError as exc:

@@ -23,6 +23,7 @@ from caffessd.datasets.base import FileDataset, join_inside, parse_number, requi
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.xmltree import XmlNode, parse_xml
 from caffessd.errors import FormatError
+from caffessd.util.files import read_bytes
 
 TRUE = ("1", "true", "yes")
 
@@ -81,8 +82,6 @@ class CvatDataset(FileDataset):
             annotations, self.root = self.root, self.root.parent
         self.annotation_file = require_file(Path(annotations) if annotations else self.root / "annotations.xml",
                                             "CVAT for images XML")
-        from caffessd.protoio import read_bytes
-
         tree = parse_xml(read_bytes(self.annotation_file), self.annotation_file)
         if tree.tag != "annotations":
             raise FormatError(self.annotation_file, f"root element is <{tree.tag}>, expected <annotations> "

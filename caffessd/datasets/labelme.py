@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 
 from caffessd.datasets.base import FileDataset, join_inside, load_json, parse_number, read_text, require_dir
 from caffessd.datasets.records import BoxObject, ImageRecord
+from caffessd.datasets.images import image_size
 from caffessd.errors import FormatError
 
 BOX_SHAPES = ("rectangle", "polygon", "circle")
@@ -131,7 +132,6 @@ class LabelMeDataset(FileDataset):
         _, objects = self._objects(data, entry)
         width, height = data.get("imageWidth"), data.get("imageHeight")
         if width is None or height is None:
-            from caffessd.datasets.images import image_size
             width, height = image_size(path)
         for key, value in (("imageWidth", width), ("imageHeight", height)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \

@@ -5,6 +5,16 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.datasets.voc import VocDataset
+from caffessd.datasets.coco import CocoDataset
+from caffessd.datasets.wider import WiderFaceDataset
+from caffessd.datasets.kitti import KittiDataset
+from caffessd.datasets.listfile import ListDataset
+from caffessd.datasets.lmdb_reader import LmdbDataset
+from caffessd.datasets.yolo import YoloDataset
+from caffessd.datasets.openimages import OpenImagesDataset
+from caffessd.datasets.cvat import CvatDataset
+from caffessd.datasets.labelme import LabelMeDataset
 
 FORMATS = ("voc", "coco", "wider", "kitti", "list", "lmdb", "yolo", "openimages", "cvat", "labelme")
 DEFAULT_SPLITS = {"voc": "trainval", "coco": "val2017", "wider": "val", "kitti": "training", "yolo": "train",
@@ -43,33 +53,23 @@ def open_dataset(path, format: str, split: Optional[str] = None, root=None, labe
     split = split or DEFAULT_SPLITS.get(format)
     layout = {"images": images, "annotations": annotations}
     if format == "voc":
-        from caffessd.datasets.voc import VocDataset
         return VocDataset(path, split, **layout)
     if format == "coco":
-        from caffessd.datasets.coco import CocoDataset
         if path.is_file():
             return CocoDataset(root or path.parent, split, annotations=path, images=images or root)
         return CocoDataset(path, split, annotations=annotations, images=images or root)
     if format == "wider":
-        from caffessd.datasets.wider import WiderFaceDataset
         return WiderFaceDataset(path, split, **layout)
     if format == "kitti":
-        from caffessd.datasets.kitti import KittiDataset
         return KittiDataset(path, split, **layout)
     if format == "list":
-        from caffessd.datasets.listfile import ListDataset
         return ListDataset(path, root=root, label_type=label_type, labelmap=labelmap)
     if format == "lmdb":
-        from caffessd.datasets.lmdb_reader import LmdbDataset
         return LmdbDataset(path, labelmap=labelmap)
     if format == "yolo":
-        from caffessd.datasets.yolo import YoloDataset
         return YoloDataset(path, split, **layout)
     if format == "openimages":
-        from caffessd.datasets.openimages import OpenImagesDataset
         return OpenImagesDataset(path, split, **layout)
     if format == "cvat":
-        from caffessd.datasets.cvat import CvatDataset
         return CvatDataset(path, split, **layout)
-    from caffessd.datasets.labelme import LabelMeDataset
     return LabelMeDataset(path, split, **layout)

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Tuple
 
 from caffessd.datasets.base import FileDataset, join_inside, parse_number, read_text, require_file
 from caffessd.datasets.records import BoxObject, ImageRecord
+from caffessd.datasets.images import image_size
 from caffessd.errors import FormatError
 
 REQUIRED = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
@@ -131,8 +132,6 @@ class OpenImagesDataset(FileDataset):
         return f"{self._prefix()}{entry}{IMAGE_SUFFIX}"
 
     def record(self, entry) -> ImageRecord:
-        from caffessd.datasets.images import image_size
-
         path = join_inside(self.image_dir, entry + IMAGE_SUFFIX, self.annotation_file,
                            self._segments[entry][0][1], "ImageID")
         width, height = image_size(path)

@@ -22,6 +22,7 @@ from caffessd.datasets.base import (
     FileDataset, IMAGE_SUFFIXES, join_inside, list_images, parse_number, read_text, require_dir,
 )
 from caffessd.datasets.records import BoxObject, ImageRecord
+from caffessd.datasets.images import image_size
 from caffessd.errors import CaffessdError, FormatError
 
 YAML_NAMES = ("data.yaml", "dataset.yaml")
@@ -220,8 +221,6 @@ class YoloDataset(FileDataset):
         return self._name(entry)
 
     def record(self, entry) -> ImageRecord:
-        from caffessd.datasets.images import image_size
-
         if entry.suffix.lower() not in IMAGE_SUFFIXES:
             raise FormatError(entry, "not an image file name (YOLO lists images, not labels)")
         labels = self.label_file(entry)

@@ -9,6 +9,7 @@ from typing import List, Optional
 from caffessd.analysis.lint import LintOptions, startup_lines
 from caffessd.datasets.labelmap import label_names, name_to_label
 from caffessd.datasets.lmdb_reader import LmdbDataset
+from caffessd.protoio import read_labelmap
 
 
 def _label_map(path: str, root: Optional[Path]):
@@ -18,8 +19,6 @@ def _label_map(path: str, root: Optional[Path]):
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         return None
-    from caffessd.protoio import read_labelmap
-
     return read_labelmap(found)
 
 
