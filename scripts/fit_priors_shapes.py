@@ -127,8 +127,8 @@ def main(argv=None) -> dict:
         rows[name] = {"trainval_coverage": coverage(shapes, work, model, data, "trainval")["totals"]["share"],
                       "test_coverage": coverage(shapes, work, model, data, "test")["totals"]["share"],
                       **train_and_eval(shapes, work, model, data, args)}
-    summary = {"flags": chosen["gen_model_flags"], "method": chosen["summary"], "args": {k: str(v) for k, v in vars(args).items()},
-               "results": rows}
+    summary = {"flags": chosen["gen_model_flags"], "method": chosen["summary"],
+               "args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
     (work / "fit_priors_shapes.json").write_text(json.dumps(summary, indent=1))
     print(f"suggested: {chosen['summary']}\n  gen-model flags: {' '.join(chosen['gen_model_flags'])}")
     print(f"{'priors':<10} {'coverage trainval':>18} {'coverage test':>14} {'held-out mAP':>13} {'train time':>11}")

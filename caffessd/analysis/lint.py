@@ -31,6 +31,7 @@ from typing import Callable, List, Mapping, Optional
 from caffessd.analysis.netpriors import load_net_priors
 from caffessd.datasets.images import image_size
 from caffessd.datasets.lmdb_reader import LmdbDataset
+from caffessd.datasets.lmdb_writer import label_id
 from caffessd.errors import FormatError
 from caffessd.util.progress import Progress
 
@@ -108,7 +109,8 @@ class LintSummary:
             text.append(f"  warnings: {listing(WARNING)}")
         if self.empty_images:
             shown = ", ".join(self.empty_names)
-            more = f", ... {self.empty_images - len(self.empty_names)} more" if self.empty_images > len(self.empty_names) else ""
+            hidden = self.empty_images - len(self.empty_names)
+            more = f", ... {hidden} more" if hidden else ""
             text.append(f"  images without objects: {self.empty_images} ({shown}{more})")
         if self.classes:
             text.append(f"  {'class':<24} {'objects':>8} {'images':>8} {'difficult':>9}")
@@ -189,7 +191,7 @@ class _Linter:
             all_small = all_small and max(abs(x0), abs(y0), abs(x1), abs(y1)) <= 1.0
             if attributes.get("label_id") == 0 and "instance_id" in attributes:
                 self.report("background-label", where, line, f"{name} has label 0, the background")
-            if options.labels is not None and obj.label not in options.labels and not obj.ignore:
+            if options.labels is not None and label_id(obj, options.labels) is None and not obj.ignore:
                 self.report("unknown-label", where, line, f"{name}: label '{obj.label}' is not in the labelmap "
                                                           "(make-lmdb drops the box)")
             if x0 > x1 or y0 > y1:

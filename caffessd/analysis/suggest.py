@@ -142,8 +142,9 @@ def fit_scale_rule(priors: NetPriors, boxes: np.ndarray, threshold: float) -> Su
     ratios = None if config.aspect_ratios is None else config.aspect_ratios[0]
     flags = ["--min-scale", f"{config.min_scale:g}", "--max-scale", f"{config.max_scale:g}",
              *_ratio_flag(ratios), *_common_flags(config)]
+    ratio_words = "2 then 2,3 (default)" if ratios is None else ",".join(f"{r:g}" for r in ratios)
     words = (f"the SSD scale rule fitted to the data: min_scale {config.min_scale:g}, max_scale "
-             f"{config.max_scale:g}, aspect ratios {'2 then 2,3 (default)' if ratios is None else ','.join(f'{r:g}' for r in ratios)}")
+             f"{config.max_scale:g}, aspect ratios {ratio_words}")
     return Suggestion("scale-rule", words, params, flags, score[0], _per_layer(params))
 
 
@@ -151,7 +152,8 @@ def fit_scale_rule(priors: NetPriors, boxes: np.ndarray, threshold: float) -> Su
 
 def iou_wh(shapes: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """IoU of boxes sharing a centre: (N, K)."""
-    inter = np.minimum(shapes[:, None, 0], centroids[None, :, 0]) * np.minimum(shapes[:, None, 1], centroids[None, :, 1])
+    inter = (np.minimum(shapes[:, None, 0], centroids[None, :, 0])
+             * np.minimum(shapes[:, None, 1], centroids[None, :, 1]))
     union = shapes[:, None, 0] * shapes[:, None, 1] + centroids[None, :, 0] * centroids[None, :, 1] - inter
     return inter / union
 

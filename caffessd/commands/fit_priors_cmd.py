@@ -17,9 +17,11 @@ from caffessd.util.files import check_writable
 @click.option("--split", "-s", help=DATASET_SPLIT_HELP)
 @layout_options
 @click.option("--root", type=click.Path(file_okay=False), help="list: folder the list's paths are relative to")
+@click.option("--label-type", type=click.Choice(["xml", "json", "txt"]), help="list: annotation type")
 @click.option("--input", "input_size", help="analyse the net at WIDTHxHEIGHT [default: the data layer's resize]")
 @click.option("--limit", type=click.IntRange(min=1), help="read only the first N images")
-@click.option("--suggest", is_flag=True, help="fit min_size/max_size/aspect_ratio to the boxes and print gen-model flags")
+@click.option("--suggest", is_flag=True,
+              help="fit min_size/max_size/aspect_ratio to the boxes and print gen-model flags")
 @click.option("--method", type=click.Choice(["both", "scale-rule", "kmeans"]), default="both", show_default=True,
               help="--suggest: the SSD scale rule fitted to the boxes, k-means with IoU distance, or both "
                    "(the better is chosen)")
@@ -27,8 +29,8 @@ from caffessd.util.files import check_writable
               help="folder for coverage.json and the pictures")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="write the PNG pictures (matplotlib)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
-def command(net, dataset, fmt, split, images, annotations, root, input_size, limit, suggest, method, out_dir, plots,
-            progress):
+def command(net, dataset, fmt, split, images, annotations, root, label_type, input_size, limit, suggest, method,
+            out_dir, plots, progress):
     """Replay the SSD fork's matching (bipartite, then per prediction at the
     net's overlap_threshold) of NET's priors over a dataset's boxes: the share
     of objects matched per prior layer and by size, the objects no prior
@@ -38,7 +40,8 @@ def command(net, dataset, fmt, split, images, annotations, root, input_size, lim
     """
     size = parse_size(input_size, "--input") if input_size else None
     check_writable(out_dir, folder=True)
-    source = open_dataset(dataset, fmt, split, root=root, images=images, annotations=annotations)
+    source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, images=images,
+                          annotations=annotations)
     methods = ("scale-rule", "kmeans") if method == "both" else (method,)
     result = fit_priors(net, source, size, suggest=suggest, methods=methods, limit=limit, progress=progress)
     written = write_outputs(result, out_dir, plots=plots)

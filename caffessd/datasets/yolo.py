@@ -93,8 +93,8 @@ def parse_yolo_labels(path: Path, width: int, height: int, names: Sequence[str])
         if not fields:
             continue
         if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
-            raise FormatError(path, f"expected `class cx cy w h` (or `class x1 y1 x2 y2 ...`), got {len(fields)} fields",
-                              number)
+            raise FormatError(path, f"expected `class cx cy w h` (or `class x1 y1 x2 y2 ...`), "
+                                    f"got {len(fields)} fields", number)
         class_id = parse_number(fields[0], path, number, "class")
         if class_id != int(class_id) or not 0 <= class_id < len(names):
             raise FormatError(path, f"class {fields[0]!r} is not an id from 0 to {len(names) - 1}", number)
