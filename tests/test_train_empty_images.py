@@ -114,10 +114,9 @@ def empty_lmdb_solver(tmp_path):
 
 def test_trainer_option_reaches_the_loss(tmp_path):
     """One iteration on images without objects: loss 0 by default, above 0 with the option."""
+    from caffessd import protoio
     from caffessd.train.datacheck import train_data_lines
     from caffessd.train.trainer import Trainer
-
-    from caffessd import protoio
 
     solver = empty_lmdb_solver(tmp_path)
     data = next(layer for layer in protoio.read_net(solver.parent / "train.prototxt").layer
@@ -125,11 +124,12 @@ def test_trainer_option_reaches_the_loss(tmp_path):
     lines = train_data_lines(data)     # what train prints first (before the pipeline opens the LMDB)
     assert lines[0] == "dataset check: 4 images, 0 objects, 0 classes; 0 errors, 0 warnings"
     assert lines[1].startswith("  images without objects: 4")
+    trainer = Trainer(solver, progress=False, compiled=False, log=lambda line: None, empty_image_negatives=20)
+    assert trainer.train_net.options["empty_image_negatives"] == 20
     losses = {}
-    for negatives in (0, 20):
-        trainer = Trainer(solver, progress=False, compiled=False, empty_image_negatives=negatives, log=lambda line: None)
-        loss, _, _ = trainer.iteration()
-        losses[negatives] = loss
+    for negatives in (0, 20):   # iteration() computes loss and gradients without updating the weights
+        trainer.train_net.options["empty_image_negatives"] = negatives
+        losses[negatives], _, _ = trainer.iteration()
     assert losses[0] == 0.0 and losses[20] > 0.5, losses
 
 
