@@ -9,8 +9,9 @@
   find_targets match indices (per object: priors matched, whether one
   reaches the threshold, which layers).
 - The grid shortcut of the --suggest search equals brute-force IoU (1e-6).
-- --suggest on small objects raises coverage, and the gen-model flags it
-  prints rebuild exactly the priors it scored.
+- --suggest on small objects raises coverage without priors smaller than
+  their layer's step, and the gen-model flags it prints rebuild exactly the
+  priors it scored.
 """
 import json
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_cli_writes_report_and_pictures(tmp_path, run_cli):
     result = run_cli("fit-priors", root / "net.prototxt", "--dataset", root, "-f", "voc", "--out", out, "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "matched at the threshold: 3 (60.0%)" in result.stdout
-    assert "JPEGImages/a.jpg: x 8x8 px, best IoU 0.16 (prior_small)" in result.stdout
+    assert "JPEGImages/a.jpg: x 8x8 px in the image, best IoU 0.16 (prior_small)" in result.stdout
     data = json.loads((out / "coverage.json").read_text())
     assert data["totals"]["objects"] == 5 and len(data["layers"]) == 2
     for name in ("best_iou_by_size.png", "shapes_vs_priors.png"):
@@ -176,6 +177,8 @@ def test_suggest_raises_coverage_and_its_flags_rebuild_its_priors(tmp_path, run_
     assert after.share > result.coverage.share + 0.05, (result.coverage.share, after.share)
     methods = {s.method: c.share for s, c in result.suggestions}
     assert set(methods) == {"scale-rule", "kmeans"} and after.share == max(methods.values())
+    for param, layer in zip(best.params, result.priors.layers):   # no prior smaller than its layer's step
+        assert layer.feature_hw == (1, 1) or min(param.min_size) >= min(layer.step())
     rebuilt = run_cli("gen-model", "--input", 96, "--width", 0.25, "--classes", 4, "--stage", "train",
                       *best.flags, "-o", tmp_path / "suggested")
     assert rebuilt.returncode == 0, rebuilt.stderr

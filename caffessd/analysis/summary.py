@@ -125,6 +125,6 @@ def text_lines(report: dict, show_unmatched: int = 15) -> List[str]:
         lines += ["", f"objects no prior matches at the threshold: {len(unmatched)} (smallest first"
                       f"{', all in coverage.json' if len(unmatched) > show_unmatched else ''})"]
         for row in unmatched[:show_unmatched]:
-            lines.append(f"  {row['image']}: {row['label']} {row['width']:g}x{row['height']:g} px, "
+            lines.append(f"  {row['image']}: {row['label']} {row['width']:g}x{row['height']:g} px in the image, "
                          f"best IoU {row['best_iou']:.2f} ({row['best_layer']})")
     return lines
