@@ -143,8 +143,8 @@ def test_yolo_bad_label_lines(tmp_path, text, line, words):
 
 
 @pytest.mark.parametrize("yaml_text, words", [
-    ("names: [a]\ntrain: ../../etc\n", "leaves the dataset folder"),
-    ("names: [a]\ntrain: /etc\n", "leaves the dataset folder"),
+    ("names: [a]\ntrain: ../../etc\n", "climbs out with '..' outside the dataset folder"),
+    ("names: [a]\ntrain: /etc\n", "is an absolute path outside the dataset folder"),
     ("names: {0: a, 2: b}\ntrain: images\n", "without gaps"),
     ("names: [a]\nval: images\n", "has no split 'train'"),
     ("names: [a, b]\nnc: 3\ntrain: images\n", "`nc` is 3"),
@@ -155,7 +155,7 @@ def test_yolo_bad_data_yaml(tmp_path, yaml_text, words):
     (tmp_path / "images").mkdir()
     (tmp_path / "data.yaml").write_text(yaml_text)
     with pytest.raises(FormatError) as info:
-        open_dataset(tmp_path, "yolo", "train")
+        len(open_dataset(tmp_path, "yolo", "train"))
     assert words in str(info.value) and "data.yaml" in str(info.value)
 
 
@@ -163,8 +163,9 @@ def test_yolo_image_list_leaving_root_refused(tmp_path):
     (tmp_path / "train.txt").write_text("images/a.jpg\n../../secret.jpg\n")
     (tmp_path / "data.yaml").write_text("names: [a]\ntrain: train.txt\n")
     with pytest.raises(FormatError) as info:
-        open_dataset(tmp_path, "yolo", "train")
-    assert "train.txt:2" in str(info.value) and "leaves the dataset folder" in str(info.value)
+        len(open_dataset(tmp_path, "yolo", "train"))
+    assert "train.txt:2" in str(info.value) and "outside the dataset folder" in str(info.value)
+    assert len(open_dataset(tmp_path, "yolo", "train", allow_outside=True)) == 2   # --allow-outside-root
 
 
 def test_openimages_group_of_index_and_bad_rows(voc, tmp_path):
@@ -184,7 +185,7 @@ def test_openimages_group_of_index_and_bad_rows(voc, tmp_path):
     assert group.ignore and group.difficult and group.label == "circle" and group.attributes["line"] == len(lines)
     np.testing.assert_allclose(group.box, (0.1 * 64, 0.2 * 64, 0.5 * 64, 0.6 * 64), atol=1e-12)
     csv_path.write_text("\n".join(lines[:1] + ["../../etc/passwd,x,/m/00000,1,0,1,0,1,0,0,0,0,0"]) + "\n")
-    with pytest.raises(FormatError, match="leaves the dataset folder"):
+    with pytest.raises(FormatError, match="outside the dataset folder"):
         list(open_dataset(folder, "openimages"))
     csv_path.write_text("ImageID,LabelName,XMin\n")
     with pytest.raises(FormatError, match="the header lacks XMax, YMin, YMax"):
@@ -219,7 +220,7 @@ def test_cvat_subsets_rotation_and_meta_labels(tmp_path):
 
 
 @pytest.mark.parametrize("body, words, line", [
-    ('<image id="0" name="../../etc/passwd" width="4" height="4"/>', "leaves the dataset folder", 1),
+    ('<image id="0" name="../../etc/passwd" width="4" height="4"/>', "outside the dataset folder", 1),
     ('<image id="0" name="a.jpg" width="4" height="4"><box label="x" xtl="1" ytl="1" xbr="q" ybr="2"/></image>',
      "expected a number", 1),
     ('<image id="0" name="a.jpg" width="0" height="4"/>', "positive integer", 1),
@@ -229,6 +230,29 @@ def test_cvat_bad_input(tmp_path, body, words, line):
     with pytest.raises(FormatError) as info:
         list(open_dataset(tmp_path, "cvat"))
     assert words in str(info.value) and info.value.line == line and "annotations.xml" in str(info.value)
+
+
+def test_cvat_entities_are_refused(tmp_path):
+    """The same guarded XML reader as VOC: no entity declarations (billion laughs)."""
+    laughs = ['<!ENTITY a0 "ha">'] + [f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 9)]
+    (tmp_path / "annotations.xml").write_text(f'<?xml version="1.0"?>\n<!DOCTYPE annotations [{"".join(laughs)}]>\n'
+                                              '<annotations><image id="0" name="&a8;.jpg" width="4" height="4"/>'
+                                              '</annotations>\n')
+    with pytest.raises(FormatError) as info:
+        open_dataset(tmp_path, "cvat")
+    assert "refused" in str(info.value) and "annotations.xml" in str(info.value)
+
+
+def test_yolo_roboflow_split_paths(tmp_path):
+    """Roboflow's data.yaml says `train: ../train/images` from inside the dataset folder."""
+    from dataset_builders import write_image
+
+    write_image(tmp_path / "train" / "images" / "a.jpg", 16, 16, seed=3)
+    (tmp_path / "train" / "labels").mkdir()
+    (tmp_path / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['dot']\n")
+    (record,) = list(open_dataset(tmp_path, "yolo", "train"))
+    assert record.name == "train/images/a.jpg" and record.objects[0].box == (4.0, 4.0, 12.0, 12.0)
 
 
 def test_cvat_wrong_root_and_tracks(tmp_path):
@@ -262,8 +286,9 @@ def test_labelme_shapes_and_labels_txt(tmp_path):
 
 
 @pytest.mark.parametrize("data, words", [
-    ({"shapes": [], "imagePath": "../../../etc/passwd", "imageWidth": 4, "imageHeight": 4}, "leaves the dataset"),
-    ({"shapes": [], "imagePath": "/etc/passwd", "imageWidth": 4, "imageHeight": 4}, "leaves the dataset"),
+    ({"shapes": [], "imagePath": "../../../etc/passwd", "imageWidth": 4, "imageHeight": 4}, "outside the dataset"),
+    ({"shapes": [], "imagePath": "/etc/passwd", "imageWidth": 4, "imageHeight": 4}, "outside the dataset"),
+    ({"shapes": [], "imagePath": "a\u0000.jpg", "imageWidth": 4, "imageHeight": 4}, "NUL byte"),
     ({"shapes": [{"label": "a", "points": [[1, 1]], "shape_type": "rectangle"}], "imagePath": "a.jpg",
       "imageWidth": 4, "imageHeight": 4}, "two corner points"),
     ({"shapes": [], "imagePath": "a.jpg", "imageWidth": 4.5, "imageHeight": 4}, "positive integer"),

@@ -29,8 +29,11 @@ from caffessd.util.files import check_writable
               help="folder for coverage.json and the pictures")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="write the PNG pictures (matplotlib)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
+@click.option("--allow-outside-root", is_flag=True,
+              help="read images and annotations that entries name outside the dataset folder "
+                   "(absolute paths, '..', links leading out); refused by default")
 def command(net, dataset, fmt, split, images, annotations, root, label_type, input_size, limit, suggest, method,
-            out_dir, plots, progress):
+            out_dir, plots, progress, allow_outside_root):
     """Replay the SSD fork's matching (bipartite, then per prediction at the
     net's overlap_threshold) of NET's priors over a dataset's boxes: the share
     of objects matched per prior layer and by size, the objects no prior
@@ -41,7 +44,7 @@ def command(net, dataset, fmt, split, images, annotations, root, label_type, inp
     size = parse_size(input_size, "--input") if input_size else None
     check_writable(out_dir, folder=True)
     source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, images=images,
-                          annotations=annotations)
+                          annotations=annotations, allow_outside=allow_outside_root)
     methods = ("scale-rule", "kmeans") if method == "both" else (method,)
     result = fit_priors(net, source, size, suggest=suggest, methods=methods, limit=limit, progress=progress)
     written = write_outputs(result, out_dir, plots=plots)

@@ -29,8 +29,11 @@ from caffessd.protoio import read_labelmap
 @click.option("--check-images/--no-check-images", default=True, show_default=True,
               help="read every image's header (readable, size as annotated)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
+@click.option("--allow-outside-root", is_flag=True,
+              help="read images and annotations that entries name outside the dataset folder "
+                   "(absolute paths, '..', links leading out); refused by default")
 def command(dataset, fmt, split, images, annotations, root, label_type, labelmap, net, input_size, check_images,
-            progress):
+            progress, allow_outside_root):
     """Check DATASET: images readable and of the annotated size, boxes inside
     the image, not inverted, not empty, finite, in pixels, labels in the
     labelmap, no duplicates, none too small for --net; counts per class and
@@ -41,7 +44,8 @@ def command(dataset, fmt, split, images, annotations, root, label_type, labelmap
         mapping = read_labelmap(labelmap)
         names, labels = label_names(mapping), name_to_label(mapping, labelmap)
     source = open_dataset(dataset, fmt, split, root=root, label_type=label_type,
-                          labelmap=names if fmt in ("list", "lmdb") else None, images=images, annotations=annotations)
+                          labelmap=names if fmt in ("list", "lmdb") else None, images=images, annotations=annotations,
+                          allow_outside=allow_outside_root)
     if net:
         options = options_for_net(net, parse_size(input_size, "--input") if input_size else None, labels=labels,
                                   check_images=check_images)

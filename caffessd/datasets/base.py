@@ -15,6 +15,7 @@ import numpy as np
 
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import FormatError
+from caffessd.util.dataset_paths import inside_root
 from caffessd.util.files import read_bytes
 from caffessd.datasets.images import decode_image
 
@@ -26,6 +27,7 @@ class FileDataset:
     root: Path
     classes: Sequence[str] = ()
     _entries: Sequence[Any] = ()
+    allow_outside: bool = False   # --allow-outside-root: entries may name files outside `root`
 
     def entries(self) -> Sequence[Any]:
         """One opaque, cheap item per image, in the dataset's order."""
@@ -33,6 +35,23 @@ class FileDataset:
 
     def record(self, entry: Any) -> ImageRecord:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def files(self, entry: Any) -> Sequence[Path]:
+        """The files an entry reads (annotation, image), as named, without
+        touching the disk: what make-lmdb checks its outputs against."""
+        return ()
+
+    def dataset_files(self) -> Sequence[Path]:
+        """Files read for every entry alike (a list file, a COCO JSON)."""
+        return ()
+
+    def contained(self, path: Path, entry: str, source: Path, line: Optional[int] = None,
+                  root: Optional[Path] = None, what: str = "entry") -> Path:
+        """`path`, named by `entry` of the dataset file `source`, when it lies
+        inside the dataset folder (`root`, default the reader's root); see
+        caffessd.util.dataset_paths."""
+        return inside_root(path, root if root is not None else self.root, source=source, entry=entry, line=line,
+                           allow_outside=self.allow_outside, what=what)
 
     def entry_name(self, entry: Any) -> str:
         """The image field of an entry (for messages before it is parsed)."""
@@ -82,20 +101,6 @@ def parse_number(text: str, path: Path, line: Optional[int], what: str) -> float
     if not np.isfinite(value):
         raise FormatError(path, f"{what}: expected a finite number, got {text!r}", line)
     return value
-
-
-def join_inside(root: Path, relative: str, where, line: Optional[int] = None, what: str = "path") -> Path:
-    """`root / relative` for a path read from an annotation or list, refused when
-    it is absolute or climbs out of `root` (`../`): a dataset file must not make
-    make-lmdb read, and store, files elsewhere on the machine. The check is on
-    the text (symlinks inside the dataset are the user's own)."""
-    text = str(relative).replace("\\", "/")
-    if not text or "\x00" in text:
-        raise FormatError(where, f"{what} {str(relative)!r} is empty or not a file name", line)
-    normal = posixpath.normpath(text)
-    if text.startswith("/") or (len(text) > 1 and text[1] == ":") or normal == ".." or normal.startswith("../"):
-        raise FormatError(where, f"{what} {str(relative)!r} leaves the dataset folder {root}", line)
-    return Path(root) / normal
 
 
 def load_json(path: Path, data: Optional[str] = None):

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from caffessd.datasets.base import FileDataset, join_inside, parse_number, require_file
+from caffessd.datasets.base import FileDataset, parse_number, require_file
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.xmltree import XmlNode, parse_xml
 from caffessd.errors import FormatError
@@ -111,13 +111,12 @@ class CvatDataset(FileDataset):
             return name
 
     def _path(self, entry: XmlNode, name: str) -> Path:
-        path = join_inside(self.image_dir, name, self.annotation_file, entry.line, "image name")
+        """The image file: images/<name>, or images/<subset>/<name>; inside the image folder."""
+        path = self.image_dir / name
         subset = entry.attributes.get("subset")
-        if not path.exists() and subset:
-            beside = join_inside(self.image_dir / subset, name, self.annotation_file, entry.line, "image name")
-            if beside.exists():
-                return beside
-        return path
+        if not path.exists() and subset and (self.image_dir / subset / name).exists():
+            path = self.image_dir / subset / name
+        return self.contained(path, name, self.annotation_file, entry.line, root=self.image_dir, what="image name")
 
     def record(self, entry: XmlNode) -> ImageRecord:
         where = self.annotation_file

@@ -15,10 +15,11 @@ labels used, sorted.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from caffessd.datasets.base import FileDataset, join_inside, load_json, parse_number, read_text, require_dir
+from caffessd.datasets.base import FileDataset, load_json, parse_number, read_text, require_dir
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.images import image_size
 from caffessd.errors import FormatError
@@ -97,10 +98,11 @@ class LabelMeDataset(FileDataset):
         image = data.get("imagePath")
         if not isinstance(image, str) or not image:
             raise FormatError(entry, "has no \"imagePath\"")
+        text = image.replace("\\", "/")    # labelme on Windows writes backslashes
         if self.image_dir is not None:
-            return join_inside(self.image_dir, Path(image.replace("\\", "/")).name, entry, what="imagePath")
-        relative = (entry.parent.relative_to(self.root) / image.replace("\\", "/")).as_posix()
-        return join_inside(self.root, relative, entry, what="imagePath")
+            return self.contained(self.image_dir / Path(text).name, image, entry, root=self.image_dir,
+                                  what="imagePath")
+        return self.contained(entry.parent / text, image, entry, what="imagePath")
 
     def _objects(self, data: dict, entry: Path):
         labels, objects = {}, []
@@ -119,7 +121,7 @@ class LabelMeDataset(FileDataset):
 
     def _name(self, path: Path) -> str:
         try:
-            return path.relative_to(self.root).as_posix()
+            return Path(os.path.normpath(path)).relative_to(os.path.normpath(self.root)).as_posix()
         except ValueError:
             return path.name
 

@@ -24,7 +24,8 @@ LAYOUT_OPTIONS = ("voc", "coco", "wider", "kitti", "yolo", "openimages", "cvat",
 
 
 def open_dataset(path, format: str, split: Optional[str] = None, root=None, label_type: Optional[str] = None,
-                 labelmap: Optional[Mapping[int, str]] = None, images=None, annotations=None):
+                 labelmap: Optional[Mapping[int, str]] = None, images=None, annotations=None,
+                 allow_outside: bool = False):
     """A reader for `path` in `format` (see FORMATS).
 
     voc: a VOCdevkit or VOC folder; coco: the COCO root (or, with `root`
@@ -41,8 +42,16 @@ def open_dataset(path, format: str, split: Optional[str] = None, root=None, labe
     folder, VOC's Annotations/ and JPEGImages/, YOLO's labels/ and images/,
     Open Images' boxes CSV and image folder, CVAT's XML and images/, KITTI's
     label_2/ and image_2/, WIDER's bbx_gt file and image folder, LabelMe's
-    JSON folder and image folder."""
-    path = Path(path)
+    JSON folder and image folder.
+
+    Every image or annotation an entry names must lie inside the dataset's
+    folder unless `allow_outside` (caffessd.util.dataset_paths)."""
+    reader = _open(Path(path), format, split, root, label_type, labelmap, images, annotations)
+    reader.allow_outside = allow_outside
+    return reader
+
+
+def _open(path: Path, format: str, split, root, label_type, labelmap, images, annotations):
     if not path.exists():
         raise FormatError(path, "no such file or folder")
     if format not in FORMATS:

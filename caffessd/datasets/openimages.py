@@ -19,7 +19,7 @@ import io
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from caffessd.datasets.base import FileDataset, join_inside, parse_number, read_text, require_file
+from caffessd.datasets.base import FileDataset, parse_number, read_text, require_file
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.images import image_size
 from caffessd.errors import FormatError
@@ -132,8 +132,8 @@ class OpenImagesDataset(FileDataset):
         return f"{self._prefix()}{entry}{IMAGE_SUFFIX}"
 
     def record(self, entry) -> ImageRecord:
-        path = join_inside(self.image_dir, entry + IMAGE_SUFFIX, self.annotation_file,
-                           self._segments[entry][0][1], "ImageID")
+        path = self.contained(self.image_dir / (entry + IMAGE_SUFFIX), entry, self.annotation_file,
+                              self._segments[entry][0][1], root=self.image_dir, what="ImageID")
         width, height = image_size(path)
         objects = [obj for segment in self._segments[entry] for obj in self._rows(segment, width, height)]
         return ImageRecord(name=self.entry_name(entry), path=path, width=width, height=height,

@@ -64,10 +64,17 @@ class WiderFaceDataset(FileDataset):
     def entry_name(self, entry) -> str:
         return self.image_prefix + entry[0]
 
+    def files(self, entry):
+        return (self.root / self.image_prefix / entry[0],)
+
+    def dataset_files(self):
+        return (self.annotation_file,)
+
     def record(self, entry) -> ImageRecord:
-        name, _, body = entry
+        name, line, body = entry
+        path = self.contained(self.image_dir / name, name, self.annotation_file, line,
+                              root=None if self.image_dir == self.root / self.image_prefix else self.image_dir)
         objects = tuple(self._face(number, text) for number, text in body)
-        path = self.image_dir / name
         width, height = image_size(path)
         return ImageRecord(name=self.image_prefix + name, path=path, width=width, height=height, objects=objects,
                            annotation=self.annotation_file, image_id=Path(name).stem)

@@ -18,9 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-from caffessd.datasets.base import (
-    FileDataset, IMAGE_SUFFIXES, join_inside, list_images, parse_number, read_text, require_dir,
-)
+from caffessd.datasets.base import FileDataset, IMAGE_SUFFIXES, list_images, parse_number, read_text, require_dir
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.images import image_size
 from caffessd.errors import CaffessdError, FormatError
@@ -130,14 +128,27 @@ class YoloDataset(FileDataset):
         self.label_dir = Path(annotations) if annotations else None
         if self.label_dir is not None:
             require_dir(self.label_dir, "YOLO labels (--annotations)")
+        self.image_dir = Path(images) if images is not None else None
+        if self.image_dir is not None:
+            require_dir(self.image_dir, "YOLO images (--images)")
+        self._splits: List[str] = []
         if self.config is not None:
             data = read_data_yaml(self.config)
             self.classes = yaml_names(data, self.config)
-            images_found = self._yaml_images(data, images)
+            self._read_layout(data)
         else:
             self.classes = self._classes_txt()
-            images_found = self._folder_images(images)
-        self._entries = images_found
+        self._entries = None   # listed on first use, when allow_outside is known
+
+    def entries(self) -> List[Path]:
+        if self._entries is None:
+            if self.image_dir is not None:
+                self._entries = list_images(self.image_dir)
+            elif self.config is not None:
+                self._entries = [image for item in self._splits for image in self._split_images(item)]
+            else:
+                self._entries = self._folder_images()
+        return self._entries
 
     # ------------------------------------------------------------ layout
 
@@ -150,16 +161,13 @@ class YoloDataset(FileDataset):
             raise FormatError(self.root, "not a YOLO dataset: no data.yaml and no classes.txt")
         return read_classes_txt(found)
 
-    def _folder_images(self, images) -> List[Path]:
-        if images is not None:
-            folder = require_dir(Path(images), "YOLO images (--images)")
-        else:
-            candidates = [self.root / "images" / self.split, self.root / "images", self.root]
-            folder = next(c for c in candidates if c.is_dir())
-        self.image_dir = folder
-        return list_images(folder)
+    def _folder_images(self) -> List[Path]:
+        candidates = [self.root / "images" / self.split, self.root / "images", self.root]
+        self.image_dir = next(c for c in candidates if c.is_dir())
+        return list_images(self.image_dir)
 
-    def _yaml_images(self, data: dict, images) -> List[Path]:
+    def _read_layout(self, data: dict) -> None:
+        """`path` (the dataset folder) and the split's entries, checked for their types."""
         base = data.get("path")
         if base is not None and not isinstance(base, str):
             raise FormatError(self.config, "`path` must be a folder name")
@@ -167,36 +175,36 @@ class YoloDataset(FileDataset):
         if base:
             base_path = Path(base)
             self.root = base_path if base_path.is_absolute() else (self.config.parent / base_path)
-        if images is not None:
-            self.image_dir = require_dir(Path(images), "YOLO images (--images)")
-            return list_images(self.image_dir)
+        if self.image_dir is not None:
+            return
         entry = data.get(self.split)
         if entry is None:
             splits = [k for k in ("train", "val", "test") if data.get(k)]
             raise FormatError(self.config, f"has no split '{self.split}' (it lists: {', '.join(splits) or 'none'})")
-        entries = entry if isinstance(entry, list) else [entry]
-        found: List[Path] = []
-        for item in entries:
-            if not isinstance(item, str):
-                raise FormatError(self.config, f"`{self.split}` must name folders or txt lists of images")
-            target = join_inside(self.root, item, self.config, what=f"`{self.split}` entry")
-            if target.is_dir():
-                self.image_dir = target
-                found.extend(list_images(target))
-            elif target.is_file() and target.suffix == ".txt":
-                self.image_dir = target.parent
-                found.extend(self._listed_images(target))
-            else:
-                raise FormatError(self.config, f"`{self.split}` entry {item!r}: no such folder or txt list ({target})")
-        return found
+        self._splits = entry if isinstance(entry, list) else [entry]
+        if not all(isinstance(item, str) and item for item in self._splits):
+            raise FormatError(self.config, f"`{self.split}` must name folders or txt lists of images")
+
+    def _split_images(self, item: str) -> List[Path]:
+        target = self.root / item
+        if not target.exists() and item.startswith("../"):
+            target = self.root / item[3:]   # Roboflow's `../train/images` beside data.yaml (as Ultralytics reads it)
+        target = self.contained(target, item, self.config, what=f"`{self.split}` entry")
+        if target.is_dir():
+            self.image_dir = target
+            return list_images(target)
+        if target.is_file() and target.suffix == ".txt":
+            self.image_dir = target.parent
+            return self._listed_images(target)
+        raise FormatError(self.config, f"`{self.split}` entry {item!r}: no such folder or txt list ({target})")
 
     def _listed_images(self, listing: Path) -> List[Path]:
         paths = []
         for number, line in enumerate(read_text(listing).splitlines(), start=1):
             text = line.strip()
             if text:
-                text = text[2:] if text.startswith("./") else text
-                paths.append(join_inside(self.root, text, listing, number, "image"))
+                relative = text[2:] if text.startswith("./") else text
+                paths.append(self.contained(self.root / relative, text, listing, number, what="image"))
         return paths
 
     def label_file(self, image: Path) -> Path:

@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from caffessd.errors import CaffessdError
+from caffessd.errors import CaffessdError, FormatError
 from caffessd.eval.models import LoadedModel, model_num_classes, load_detector, model_names, name_labels
 from caffessd.datasets import open_dataset
 from caffessd.datasets.open import FORMATS
@@ -47,6 +47,7 @@ class EvalResult:
     summary: Dict[str, float]
     per_class: Dict[str, dict] = field(default_factory=dict)
     curves: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    engine: str = ""    # what ran it, Engine.label(): "onnxruntime", "openvino bf16", "onnxruntime cuda"
 
     @property
     def images_per_second(self) -> float:
@@ -55,12 +56,18 @@ class EvalResult:
     def to_dict(self) -> dict:
         return {"model": self.model, "source": self.source, "metric": self.metric, "images": self.images,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
-                "summary": self.summary, "per_class": self.per_class}
+                "engine": self.engine, "summary": self.summary, "per_class": self.per_class}
 
 
-def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None, images=None,
-                      annotations=None):
-    """A reader for a path (with its format), or the given dataset/iterable as is."""
+# Evaluation reads the held-out split (as the SSD recipe's test.sh): VOC's `test`, not
+# make-lmdb's trainval default; the other formats' defaults are already their val splits.
+EVAL_SPLITS = {"voc": "test"}
+
+
+def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None,
+                      allow_outside: bool = False, images=None, annotations=None):
+    """A reader for a path (with its format), or the given dataset/iterable as is.
+    Entries naming files outside the dataset folder are refused unless `allow_outside`."""
     if isinstance(dataset, (str, Path)):
         if format is None:
             raise CaffessdError(f"a dataset path needs its format ({', '.join(FORMATS)})")
@@ -68,11 +75,12 @@ def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labe
         names = None
         if labelmap is not None and format in ("list", "lmdb"):
             names = labelmap_names(labelmap)
-        return open_dataset(dataset, format, split, labelmap=names, images=images, annotations=annotations)
+        return open_dataset(dataset, format, split or EVAL_SPLITS.get(format), labelmap=names,
+                            allow_outside=allow_outside, images=images, annotations=annotations)
     return dataset
 
 
-def dataset_classes(dataset, labelmap, models: Sequence) -> List[str]:
+def dataset_classes(dataset, labelmap, models: Sequence, where="the dataset") -> List[str]:
     classes = list(getattr(dataset, "classes", ()) or ())
     if classes:
         return [c for c in classes if c != "background"]
@@ -81,7 +89,7 @@ def dataset_classes(dataset, labelmap, models: Sequence) -> List[str]:
     for detector in models:
         if detector.labels:
             return [n for k, n in sorted(detector.labels.items()) if k != 0]
-    raise CaffessdError("the dataset does not name its classes: give a labelmap")
+    raise FormatError(where, "the dataset does not name its classes and the model has no labels: give --labelmap")
 
 
 class _Scorer:
@@ -116,7 +124,7 @@ class _Scorer:
 
 
 def evaluate(model, dataset, metric: str = "voc07", **options) -> EvalResult:
-    """Evaluate one model (Detector, ONNX path or (prototxt, caffemodel)) on a
+    """Evaluate one model (Detector, exported file or (prototxt, caffemodel)) on a
     dataset (a path with `format=`, a reader, or any iterable of ImageRecord).
     Options as `evaluate_models`."""
     return evaluate_models([model], dataset, metric, **options)[0]
@@ -125,21 +133,24 @@ def evaluate(model, dataset, metric: str = "voc07", **options) -> EvalResult:
 def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format: Optional[str] = None,
                     split: Optional[str] = None, labelmap=None, iou: float = 0.5, threshold: float = 0.01,
                     limit: Optional[int] = None, wider_gt=None, work_dir=None, workers: int = 2,
-                    threads: Optional[int] = None, progress: bool = True, images=None,
-                    annotations=None) -> List[EvalResult]:
+                    threads: Optional[int] = None, progress: bool = True, engine: Optional[str] = None,
+                    device: Optional[str] = None, precision: Optional[str] = None,
+                    allow_outside: bool = False, images=None, annotations=None) -> List[EvalResult]:
     """Evaluate several models side by side in one pass over the dataset:
     each image is decoded once, preprocessed for each model in the decode
-    pool, and run through each model in turn."""
+    pool, and run through each model in turn. `engine`, `device` and
+    `precision` choose the runtime of every model given as a file or a
+    Caffe pair (caffessd.inference.detector.Detector)."""
     if metric not in METRICS:
         raise CaffessdError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
     labelmap = Path(labelmap) if labelmap is not None else None
-    reader = open_eval_dataset(dataset, format, split, labelmap, images, annotations)
+    reader = open_eval_dataset(dataset, format, split, labelmap, allow_outside, images, annotations)
     where = dataset if isinstance(dataset, (str, Path)) else "the dataset"
     if hasattr(reader, "__len__") and len(reader) == 0:
         raise CaffessdError(f"{where}: no images to evaluate")
-    loaded = [load_detector(m, threshold, threads) for m in models]
+    loaded = [load_detector(m, threshold, threads, engine, device, precision) for m in models]
     detectors = [d for d, _ in loaded]
-    classes = dataset_classes(reader, labelmap, detectors)
+    classes = dataset_classes(reader, labelmap, detectors, where)
     if metric == "wider" and classes != ["face"]:
         raise CaffessdError(f"the wider metric needs a face dataset (one class 'face'), this one has {classes[:5]}")
     names = model_names([source for _, source in loaded])
@@ -155,13 +166,13 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
         total = min(total, limit) if total is not None else limit
     records: Iterable = itertools.islice(iter(reader), limit) if limit is not None else iter(reader)
     load = getattr(reader, "load_image", None)
-    preps = [run.detector.preprocessing for run in runs]
+    detectors = [run.detector for run in runs]
 
     def prepare(record):
         # Runs in the decode pool: the image lives only until its blobs exist.
         image = load(record) if load is not None else _load_image(record)
         height, width = image.shape[:2]
-        return record, [make_blob(image, p) for p in preps], width, height
+        return record, [detector.prepare(image) for detector in detectors], width, height
 
     count, start = 0, time.perf_counter()
     with Progress(total, "evaluating", unit="img", enabled=progress) as bar:
@@ -201,7 +212,8 @@ def _wider_truth(reader, wider_gt, split):
 
 def _finish(run: LoadedModel, scorer: _Scorer, metric: str, count: int, seconds: float, wider_truth,
             work_dir) -> EvalResult:
-    base = dict(model=run.name, source=run.source, metric=metric, images=count, seconds=seconds)
+    base = dict(model=run.name, source=run.source, metric=metric, images=count, seconds=seconds,
+                engine=run.detector.engine.label())
     if metric == "coco":
         import tempfile
         if work_dir is None:

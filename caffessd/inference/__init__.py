@@ -1,6 +1,7 @@
 """Inference: running converted detectors.
 
-Holds the Detector (detector), the cache of converted models (model_cache),
+Holds the Detector (detector), the engines it delegates to (engines:
+onnxruntime, OpenVINO, ncnn, TFLite behind one small interface), the cache of converted models (model_cache),
 the one onnxruntime session factory (session), detection over many images
 (batching) and int8 quantization with its calibration data (quantize,
 calibration).

@@ -203,13 +203,16 @@ class Trainer:
         return loss, grads, finite, matches, outputs
 
     def _next_batch(self):
-        if self._batches is None:
-            self._batches = iter(self._dataset())
-        try:
-            return next(self._batches)
-        except StopIteration:
-            self._batches = iter(self._dataset())
-            return next(self._batches)
+        from caffessd.train.data import input_errors
+
+        with input_errors(self.train_net.data_layers[0].layer, self.root):
+            if self._batches is None:
+                self._batches = iter(self._dataset())
+            try:
+                return next(self._batches)
+            except StopIteration:
+                self._batches = iter(self._dataset())
+                return next(self._batches)
 
     def _dataset(self):
         layer = self.train_net.data_layers[0].layer
@@ -397,9 +400,12 @@ class Trainer:
         detections, truth, offset = {}, {}, 0
         steps = self.param.test_iter[index] if len(self.param.test_iter) > index else 1
         input_name = session.get_inputs()[0].name
+        from caffessd.train.data import input_errors
+
         for _ in range(steps):
             try:
-                images, gt = next(dataset)
+                with input_errors(data, self.root):
+                    images, gt = next(dataset)
             except StopIteration:
                 break
             images = np.asarray(images, np.float32)

@@ -129,7 +129,7 @@ class TFNet:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
                 continue
             if info.type not in BUILDERS:
-                raise UnsupportedLayerError(info.name, info.type, "supported by the trainer")
+                raise UnsupportedLayerError(info.name, info.type, "supported by the trainer", source)
             if info.param_shapes:
                 arrays = (initial or {}).get(info.name)
                 if arrays is None and info.name not in store.variables:
