@@ -33,6 +33,8 @@ COMMANDS = [
     ("make-lmdb", "caffessd.commands.make_lmdb_cmd"),
     ("inspect-lmdb", "caffessd.commands.inspect_lmdb_cmd"),
     ("train", "caffessd.commands.train_cmd"),
+    ("fit-priors", "caffessd.commands.fit_priors_cmd"),
+    ("lint-dataset", "caffessd.commands.lint_dataset_cmd"),
 ]
 
 

@@ -8,6 +8,7 @@ import click
 
 from caffessd.errors import CaffessdError
 from caffessd import caffe_pb2, protoio
+from caffessd.train.datacheck import train_data_lines
 from caffessd.train.devices import check_mixed_precision, training_strategy
 from caffessd.train.sources import checked_source
 from caffessd.train.snapshot import snapshot_paths
@@ -27,11 +28,17 @@ from caffessd.util.outputs import Input, check_outputs
               help="folder that the data layers' relative LMDB sources are read from [default: current folder]")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 compute with float32 master weights and loss scaling (GPUs only)")
+@click.option("--empty-image-negatives", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="each image without objects gives its N hardest priors as background examples (0: none, as the "
+                   "SSD fork, whose mining follows an image's positives)")
+@click.option("--lint/--no-lint", "lint_first", default=True, show_default=True,
+              help="check the train LMDB first and print lint-dataset's summary")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar (images/s, ETA) on stderr")
 @click.option("--allow-outside-root", is_flag=True,
               help="read data sources that leave the data root (a relative source with '..' or a link leading "
                    "out; with --data-root, also absolute ones); refused by default")
-def command(solver, weights, resume, gpus, data_root, mixed_precision, progress, allow_outside_root):
+def command(solver, weights, resume, gpus, data_root, mixed_precision, empty_image_negatives, lint_first, progress,
+            allow_outside_root):
     """Train the solver's train_net (testing its test_net every test_interval)
     with Caffe's semantics; snapshots PREFIX_iter_N.caffemodel/.solverstate."""
     if weights and resume:
@@ -44,12 +51,16 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, progress,
     strategy = training_strategy(gpus)
     if mixed_precision:
         check_mixed_precision()
-    trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy, mixed_precision=mixed_precision)
+    trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy, mixed_precision=mixed_precision,
+                      empty_image_negatives=empty_image_negatives)
     del param
     sources = _data_sources(trainer, data_root, allow_outside_root)
     if resume:
         trainer.resume(resume)  # first: snapshots come after the state's iteration
     _refuse_overwriting_inputs(trainer, solver, weights, resume, sources)
+    if lint_first and trainer.chief:
+        for line in train_data_lines(trainer.train_net.data_layers[0].layer, data_root):
+            trainer.log(line)
     if resume:
         click.echo(f"Resuming from {resume} at iteration {trainer.solver.iter}", err=True)
     elif weights:

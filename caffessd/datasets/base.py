@@ -6,6 +6,8 @@ bad one (--skip-bad) without losing the rest of the dataset, while plain
 iteration stays a stream of records."""
 from __future__ import annotations
 
+import json
+import posixpath
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -99,3 +101,23 @@ def parse_number(text: str, path: Path, line: Optional[int], what: str) -> float
     if not np.isfinite(value):
         raise FormatError(path, f"{what}: expected a finite number, got {text!r}", line)
     return value
+
+
+def load_json(path: Path, data: Optional[str] = None):
+    """json.loads with its errors (and a nesting deep enough to exhaust the
+    parser's recursion) as one FormatError line naming the file."""
+    try:
+        return json.loads(read_text(path) if data is None else data)
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, f"malformed JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except RecursionError:
+        raise FormatError(path, "JSON nested too deeply to be an annotation file") from None
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(folder: Path) -> list:
+    """Image files under `folder` (recursively), sorted by their relative path."""
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())

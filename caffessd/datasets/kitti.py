@@ -35,16 +35,20 @@ def parse_kitti_labels(path: Path) -> list:
 
 
 class KittiDataset(FileDataset):
-    """`KittiDataset(root, split="training")`."""
+    """`KittiDataset(root, split="training", images=None, annotations=None)`;
+    `images` / `annotations` replace <split folder>/image_2 and label_2."""
 
     classes = KITTI_CLASSES
 
-    def __init__(self, root, split: str = "training"):
+    def __init__(self, root, split: str = "training", images=None, annotations=None):
         self.root = Path(root)
         self.split = split
         folder = "testing" if split == "testing" else "training"
-        self.label_dir = require_dir(self.root / folder / "label_2", "KITTI labels")
-        self.image_dir = self.root / folder / "image_2"
+        self.label_dir = require_dir(Path(annotations) if annotations else self.root / folder / "label_2",
+                                     "KITTI labels")
+        self.image_dir = Path(images) if images else self.root / folder / "image_2"
+        # Folders the user named: entries must stay inside them rather than the root.
+        self._roots = (Path(annotations) if annotations else None, Path(images) if images else None)
         split_file = self.root / "ImageSets" / f"{split}.txt"
         self._lines = {}   # id -> (split file, line), for messages about an entry
         if split_file.is_file():
@@ -73,7 +77,8 @@ class KittiDataset(FileDataset):
 
     def record(self, entry) -> ImageRecord:
         source, line = self._lines.get(entry, (self.label_dir, None))
-        annotation, path = (self.contained(p, entry, source, line) for p in self.files(entry))
+        annotation, path = (self.contained(p, entry, source, line, root=root)
+                            for p, root in zip(self.files(entry), self._roots))
         objects = parse_kitti_labels(annotation)
         width, height = image_size(path)
         return ImageRecord(name=_relative(path, self.root), path=path, width=width, height=height,

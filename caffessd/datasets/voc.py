@@ -84,12 +84,17 @@ class VocEntry(NamedTuple):
 
 
 class VocDataset(FileDataset):
-    """`VocDataset(root, split="trainval", years=None)`: a VOCdevkit (years
-    combined as the SSD recipe does unless `years` names them) or one VOC folder."""
+    """`VocDataset(root, split="trainval", years=None, images=None, annotations=None)`:
+    a VOCdevkit (years combined as the SSD recipe does unless `years` names
+    them) or one VOC folder. `images` / `annotations` replace a single VOC
+    folder's JPEGImages/ and Annotations/."""
 
-    def __init__(self, root, split: str = "trainval", years: Optional[Sequence[str]] = None):
+    def __init__(self, root, split: str = "trainval", years: Optional[Sequence[str]] = None,
+                 images=None, annotations=None):
         self.root = Path(root)
         self.split = split
+        self.image_dir = Path(images) if images is not None else None
+        self.annotation_dir = Path(annotations) if annotations is not None else None
         if (self.root / "ImageSets" / "Main").is_dir():
             folders = [("", self.root)]
         else:
@@ -124,12 +129,15 @@ class VocDataset(FileDataset):
         return f"{entry.prefix}JPEGImages/{entry.image_id}.jpg"
 
     def files(self, entry) -> Sequence[Path]:
-        return (entry.folder / "Annotations" / f"{entry.image_id}.xml",
-                entry.folder / "JPEGImages" / f"{entry.image_id}.jpg")
+        return ((self.annotation_dir or entry.folder / "Annotations") / f"{entry.image_id}.xml",
+                (self.image_dir or entry.folder / "JPEGImages") / f"{entry.image_id}.jpg")
 
     def _checked(self, entry) -> Tuple[Path, Path]:
-        """(annotation, image) of an entry, both inside the devkit (or refused)."""
-        return tuple(self.contained(path, entry.image_id, entry.listing, entry.line) for path in self.files(entry))
+        """(annotation, image) of an entry, both inside the devkit, or inside the
+        folders --annotations / --images name (or refused)."""
+        annotation, image = self.files(entry)
+        return (self.contained(annotation, entry.image_id, entry.listing, entry.line, root=self.annotation_dir),
+                self.contained(image, entry.image_id, entry.listing, entry.line, root=self.image_dir))
 
     def record(self, entry) -> ImageRecord:
         annotation, path = self._checked(entry)

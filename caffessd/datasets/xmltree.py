@@ -1,10 +1,10 @@
 """A minimal XML tree that remembers line numbers (ElementTree forgets them),
-so a bad VOC annotation is reported as FILE:LINE."""
+so a bad VOC or CVAT annotation is reported as FILE:LINE."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from caffessd.errors import FormatError
 
@@ -15,6 +15,7 @@ class XmlNode:
     line: int
     text: str = ""
     children: List["XmlNode"] = field(default_factory=list)
+    attributes: Dict[str, str] = field(default_factory=dict)
 
     def find(self, tag: str) -> Optional["XmlNode"]:
         for child in self.children:
@@ -76,8 +77,8 @@ class _Builder:
     def line(self) -> Optional[int]:
         return self.parser.CurrentLineNumber if self.parser is not None else None
 
-    def start(self, tag, _attrs):
-        node = XmlNode(tag, self.line())
+    def start(self, tag, attrs):
+        node = XmlNode(tag, self.line(), attributes=dict(attrs))
         if self.stack:
             self.stack[-1].children.append(node)
         elif self.root is None:

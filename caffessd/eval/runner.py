@@ -21,6 +21,7 @@ import numpy as np
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.eval.models import LoadedModel, model_num_classes, load_detector, model_names, name_labels
 from caffessd.datasets import open_dataset
+from caffessd.datasets.open import FORMATS
 from caffessd.protoio import labelmap_names
 from caffessd.util.parallel import ordered_map
 from caffessd.image.preprocess import load_image, make_blob
@@ -64,18 +65,18 @@ EVAL_SPLITS = {"voc": "test"}
 
 
 def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None,
-                      allow_outside: bool = False):
+                      allow_outside: bool = False, images=None, annotations=None):
     """A reader for a path (with its format), or the given dataset/iterable as is.
     Entries naming files outside the dataset folder are refused unless `allow_outside`."""
     if isinstance(dataset, (str, Path)):
         if format is None:
-            raise CaffessdError("a dataset path needs its format (voc, coco, wider, kitti, list, lmdb)")
+            raise CaffessdError(f"a dataset path needs its format ({', '.join(FORMATS)})")
 
         names = None
         if labelmap is not None and format in ("list", "lmdb"):
             names = labelmap_names(labelmap)
         return open_dataset(dataset, format, split or EVAL_SPLITS.get(format), labelmap=names,
-                            allow_outside=allow_outside)
+                            allow_outside=allow_outside, images=images, annotations=annotations)
     return dataset
 
 
@@ -134,7 +135,7 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
                     limit: Optional[int] = None, wider_gt=None, work_dir=None, workers: int = 2,
                     threads: Optional[int] = None, progress: bool = True, engine: Optional[str] = None,
                     device: Optional[str] = None, precision: Optional[str] = None,
-                    allow_outside: bool = False) -> List[EvalResult]:
+                    allow_outside: bool = False, images=None, annotations=None) -> List[EvalResult]:
     """Evaluate several models side by side in one pass over the dataset:
     each image is decoded once, preprocessed for each model in the decode
     pool, and run through each model in turn. `engine`, `device` and
@@ -143,7 +144,7 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
     if metric not in METRICS:
         raise CaffessdError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
     labelmap = Path(labelmap) if labelmap is not None else None
-    reader = open_eval_dataset(dataset, format, split, labelmap, allow_outside)
+    reader = open_eval_dataset(dataset, format, split, labelmap, allow_outside, images, annotations)
     where = dataset if isinstance(dataset, (str, Path)) else "the dataset"
     if hasattr(reader, "__len__") and len(reader) == 0:
         raise CaffessdError(f"{where}: no images to evaluate")

@@ -53,7 +53,8 @@ class Trainer:
 
     def __init__(self, solver, *, input_fn: Optional[Callable] = None, root=None,
                  log: Optional[Callable[[str], None]] = None, progress: bool = True,
-                 shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False):
+                 shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False,
+                 empty_image_negatives: int = 0):
         self.tf = tf = tensorflow()
         self.solver_path = Path(solver) if not isinstance(solver, caffe_pb2.SolverParameter) else Path("solver.prototxt")
         self.param = solver if isinstance(solver, caffe_pb2.SolverParameter) else read_solver(solver)
@@ -62,6 +63,8 @@ class Trainer:
         self.input_fn = input_fn or inputs.build_input
         self.root = root
         self.shard = shard
+        # Not the fork's: hard negatives from images without objects (multibox.empty_image_negatives).
+        self.empty_image_negatives = int(empty_image_negatives)
         self.seed = int(self.param.random_seed) if self.param.random_seed >= 0 else 0
         tf.random.set_seed(self.seed)
         # Mixed precision: float16 layers, float32 blobs/solver/snapshots, a dynamic loss scale.
@@ -86,6 +89,7 @@ class Trainer:
         initial = initial_weights(train_param, seed=self.seed)
         self.store = ParamStore()
         self.train_net = TFNet(train_param, "TRAIN", self.store, initial=initial, source=train_source)
+        self.train_net.options["empty_image_negatives"] = self.empty_image_negatives
         self.test_nets = []
         for param, source in self._test_net_params():
             extra = initial_weights(param, seed=self.seed, phase="TEST")

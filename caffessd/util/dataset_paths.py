@@ -46,6 +46,8 @@ def inside_root(path, root, *, source, entry: str, line: Optional[int] = None, a
     """`path` (built from `entry` of the dataset file `source`) when it lies
     inside `root`; FormatError otherwise, unless `allow_outside`."""
     path = Path(path)
+    if "\x00" in str(path):   # no file has such a name (and realpath refuses it)
+        raise FormatError(source, f"{what} {entry!r} holds a NUL byte: not a file name", line)
     if allow_outside or is_inside(path, root):
         return path
     how = "is an absolute path" if os.path.isabs(entry) else (
