@@ -69,7 +69,10 @@ class NcnnEngine(Engine):
                 status, mat = extractor.extract(name)
                 if status != 0:
                     raise FormatError(self.path, f"ncnn failed to compute blob '{name}' (status {status})")
-                found[name] = np.array(mat, dtype=np.float32, copy=True)
+                # An image without detections leaves DetectionOutput's blob empty, and
+                # numpy's view of an empty ncnn Mat crashes the process: test first.
+                found[name] = (np.zeros(0, np.float32) if mat.empty() else
+                               np.array(mat, dtype=np.float32, copy=True))
             return found
         finally:
             extractor.clear()

@@ -1,0 +1,82 @@
+"""export_tflite: a Caffe deploy net to NAME.tflite and the NAME.caffessd.json
+sidecar (preprocessing, labels, DetectionOutput settings, the op's
+attributes and the tensor interface), written together or not at all."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+from caffessd import protoio
+from caffessd.errors import CaffessdError
+from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
+from caffessd.net import Net
+from caffessd.onnxconv.facts import export_facts
+from caffessd.outputs import refuse_overwriting
+from caffessd.tflite.convert import TfliteModel, to_tflite
+
+SUFFIX = ".tflite"
+CALIBRATION_IMAGES = 100
+
+
+@dataclass
+class TfliteExport:
+    path: Path
+    sidecar_path: Path
+    model: TfliteModel
+    calibration_images: int = 0
+
+
+def output_paths(output) -> Tuple[Path, Path]:
+    output = Path(output)
+    if output.suffix.lower() != SUFFIX:
+        raise CaffessdError(f"{output}: the TFLite model's file name must end in {SUFFIX}")
+    return output, sidecar_path(output)
+
+
+def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision: str = "float32",
+                  nms: str = "regular", calibrate=None, calibration_images: int = CALIBRATION_IMAGES,
+                  metadata: Optional[dict] = None, input_size: Optional[Tuple[int, int]] = None,
+                  threads: int = 2) -> TfliteExport:
+    """Convert and write. `metadata`: preprocessing and labels to record
+    (caffessd.commands.export_options.resolve_preprocessing); int8 calibrates
+    on up to `calibration_images` images of `calibrate` (a folder or an LMDB),
+    prepared with that preprocessing."""
+    path, json_path = output_paths(output)
+    refuse_overwriting([("the TFLite model", path), ("the metadata file", json_path)],
+                       [("prototxt", prototxt), ("caffemodel", caffemodel), ("calibration input", calibrate)])
+    for target in (path, json_path):
+        protoio.check_writable(target)
+    if precision == "int8" and calibrate is None:
+        raise CaffessdError("--int8 needs --calibrate DIR_OR_LMDB: images to choose the int8 ranges from")
+    if calibrate is not None and precision != "int8":
+        raise CaffessdError("--calibrate is only used with --int8")
+    net = Net.load(prototxt, caffemodel)
+    shapes = _input_shapes(net, prototxt, input_size)
+    facts = export_facts(net, raw=raw, input_shapes=shapes or {k: (1, *v[1:]) for k, v in net.input_shapes().items()},
+                         preprocessing=metadata)
+    blobs = _calibration(calibrate, calibration_images, facts, threads) if precision == "int8" else None
+    model = to_tflite(net, raw=raw, precision=precision, nms=nms, input_shapes=shapes,
+                      representative=(lambda: iter(blobs)) if blobs else None)
+    facts["tflite"] = {"input": model.input_name, "input_layout": "NHWC", "input_shape": model.input_shape,
+                       "outputs": model.outputs, "precision": precision, "nms": nms if not raw else None,
+                       "postprocess": model.postprocess, "calibration_images": len(blobs or [])}
+    protoio.atomic_write_many([(path, model.content), (json_path, sidecar_text(facts))])
+    return TfliteExport(path, json_path, model, len(blobs or []))
+
+
+def _input_shapes(net: Net, prototxt, input_size):
+    if input_size is None:
+        return None
+    declared = dict(net.input_shapes())
+    name, shape = next(iter(declared.items()), (None, ()))
+    if len(shape) != 4:
+        raise CaffessdError(f"{prototxt}: --input-size needs a net with one 4-d image input")
+    return {name: (1, shape[1], input_size[1], input_size[0])}
+
+
+def _calibration(source, count: int, facts: dict, threads: int):
+    from caffessd.deploy.calibration import calibration_blobs
+    from caffessd.preprocess import Preprocessing
+
+    return calibration_blobs(source, count, Preprocessing.from_metadata(facts), workers=threads)
