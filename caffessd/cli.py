@@ -22,6 +22,7 @@ COMMANDS = [
     ("merge-bn", "caffessd.commands.merge_bn_cmd"),
     ("gen-model", "caffessd.commands.gen_model_cmd"),
     ("export-onnx", "caffessd.commands.export_onnx_cmd"),
+    ("export-openvino", "caffessd.commands.export_openvino_cmd"),
     ("export-ncnn", "caffessd.commands.export_ncnn_cmd"),
     ("export-tflite", "caffessd.commands.export_tflite_cmd"),
     ("quantize", "caffessd.commands.quantize_cmd"),

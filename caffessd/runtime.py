@@ -22,7 +22,7 @@ import numpy as np
 
 from caffessd import __version__
 from caffessd.errors import CaffessdError, FormatError
-from caffessd.preprocess import Preprocessing, load_image, make_blob
+from caffessd.preprocess import Preprocessing, load_image, make_blob, resize_linear
 from caffessd.protoio import atomic_write, read_bytes
 
 
@@ -145,51 +145,70 @@ def _batch_shape(net, batch: int):
 
 
 class Detector:
-    """Runs an SSD detector through onnxruntime.
+    """Runs an SSD detector on any engine caffessd has (caffessd.inference.engines).
 
-    Give a Caffe model (`prototxt` + `weights`), an ONNX file (`onnx_path`), or
-    nothing for the embedded face detector. `threshold` drops detections with
-    a lower score. `batch` (Caffe models) converts for that many images per
-    run, for `detect_many`.
+    Give a Caffe model (`prototxt` + `weights`), an exported artifact
+    (`artifact`: .onnx, an OpenVINO .xml, an ncnn .param, a .tflite file;
+    `onnx_path` is the same argument under its older name), or nothing for
+    the embedded face detector. `engine` names the runtime (default: by the
+    artifact's file type; onnxruntime for Caffe models, which are converted
+    to ONNX once and cached), `device` and `precision` are the engine's
+    (`--device cuda|tensorrt` on onnxruntime, `--precision bf16` on
+    OpenVINO). `threshold` drops detections with a lower score. `batch`
+    (Caffe models) converts for that many images per run, for `detect_many`.
+
+    Every engine gets the same pictures (OpenCV-exact resize, the model's
+    mean, scale and channel order), and its DetectionOutput rows become the
+    same Detection objects, so results differ only by what the engine computes.
     """
 
-    def __init__(self, prototxt=None, weights=None, *, onnx_path=None, labels: Optional[Dict[int, str]] = None,
-                 preprocessing: Optional[Preprocessing] = None, threshold: float = 0.5,
-                 cache: Optional[Path] = None, threads: Optional[int] = None, batch: int = 1):
+    def __init__(self, prototxt=None, weights=None, *, onnx_path=None, artifact=None, engine: Optional[str] = None,
+                 device: Optional[str] = None, precision: Optional[str] = None,
+                 labels: Optional[Dict[int, str]] = None, preprocessing: Optional[Preprocessing] = None,
+                 threshold: float = 0.5, cache: Optional[Path] = None, threads: Optional[int] = None, batch: int = 1):
         self.threshold = threshold
         self.converted = False
-        entry = None
-        if onnx_path is None:
+        artifact = artifact if artifact is not None else onnx_path
+        cache_root = Path(cache) if cache else cache_dir()
+        if artifact is None:
             spec = self._spec(prototxt, weights, labels, preprocessing)
             entry = cached_model(spec, cache, batch)
-            onnx_path, self.converted = entry.path, entry.converted
-        self.onnx_path = Path(onnx_path) if onnx_path else None  # None: converted in memory only
-        from caffessd.deploy.session import make_session, optimized_cache_path
-        from caffessd.onnxconv import read_metadata
-        from caffessd.onnxconv.metadata import load_model
-
-        # Read once: metadata and session (a cache entry's verified bytes as they are).
-        model = _parse_onnx(entry.data, self.onnx_path) if entry else load_model(self.onnx_path)
-        metadata = read_metadata(model)
+            self.converted = entry.converted
+            self.onnx_path = entry.path  # None: converted in memory only
+            self.engine = _open_converted(entry, spec.prototxt, engine, threads, device, precision, cache_root)
+        else:
+            self.onnx_path = Path(artifact)
+            self.engine = _open_artifact(self.onnx_path, engine, threads, device, precision, cache_root)
+        metadata = self.engine.metadata
         require_detection_output(metadata, self.onnx_path)
-        try:
-            # The optimised graph is cached: a second start skips the optimiser (caffessd.deploy.session).
-            optimized = optimized_cache_path(self.onnx_path, cache or cache_dir()) if self.onnx_path else None
-            self.session = make_session(model, threads, optimized)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise FormatError(self.onnx_path, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
-        self.preprocessing = preprocessing or self._stored_preprocessing(metadata)
-        self.labels = labels or {int(k): v for k, v in metadata.get("labels", {}).items()}
-        self.input_name = self.session.get_inputs()[0].name
-        output = self.session.get_outputs()[0]
-        self.output_name = output.name
         if "image_input" in metadata:
             raise FormatError(self.onnx_path, "was exported with --image-input: it takes the image itself, so run "
                                               "it with onnxruntime directly (detect needs the blob-input export)")
-        rows_of = output.shape[-1] if output.shape else None  # None or a name when not fixed
+        output_shape = getattr(self.engine, "output_shape", None)
+        rows_of = output_shape[-1] if output_shape else None  # None or a name when not fixed
         if isinstance(rows_of, int) and rows_of != 7:
-            raise FormatError(self.onnx_path, f"is not an SSD detector: its output '{output.name}' has shape "
-                                              f"{output.shape}, not DetectionOutput rows of 7 (exported with --raw?)")
+            raise FormatError(self.onnx_path, f"is not an SSD detector: its output has shape {output_shape}, "
+                                              "not DetectionOutput rows of 7 (exported with --raw?)")
+        self.preprocessing = self._preprocessing(preprocessing, metadata)
+        self.labels = labels or {int(k): v for k, v in metadata.get("labels", {}).items()}
+
+    @property
+    def artifact(self) -> Optional[Path]:
+        """The model file the engine runs (None: a conversion held in memory)."""
+        return self.onnx_path
+
+    @property
+    def session(self):
+        """The onnxruntime InferenceSession (onnxruntime engine only)."""
+        return self.engine.session
+
+    @property
+    def input_name(self) -> str:
+        return self.engine.input_name
+
+    @property
+    def output_name(self) -> str:
+        return self.engine.output_name
 
     @staticmethod
     def _spec(prototxt, weights, labels, preprocessing) -> ModelSpec:
@@ -207,22 +226,48 @@ class Detector:
             spec.labels = labels
         return spec
 
+    def _preprocessing(self, given: Optional[Preprocessing], metadata: dict) -> Preprocessing:
+        """`given`, else the model's own. An engine that normalises in its own
+        graph (IMAGE input) cannot take other values than those it was built with."""
+        from caffessd.inference.engines import IMAGE
+
+        stored = self._stored_preprocessing(metadata)
+        if given is None:
+            return stored
+        if self.engine.input_format == IMAGE and given != stored:
+            raise FormatError(self.onnx_path, "normalises pictures inside its graph (mean, scale and channel order "
+                                              "fixed at export); other preprocessing needs a new export")
+        return given
+
     def _stored_preprocessing(self, metadata: dict) -> Preprocessing:
         if "input_size" in metadata:
             return Preprocessing.from_metadata(metadata)
-        shape = self.session.get_inputs()[0].shape
+        shape = getattr(self.engine, "input_shape", None) or []
         if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
             raise FormatError(self.onnx_path, "input size unknown: no caffessd metadata and no fixed input shape")
         return Preprocessing(width=shape[3], height=shape[2])
 
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """One BGR image as the engine's input for a batch of one: the float
+        blob (make_blob), or for an engine that normalises in its graph the
+        picture resized to the net's size (uint8 1xHxWx3 BGR), the same
+        OpenCV-exact resize either way."""
+        from caffessd.inference.engines import IMAGE
+
+        if self.engine.input_format == IMAGE:
+            prep = self.preprocessing
+            if image.shape[0] != prep.height or image.shape[1] != prep.width:
+                image = resize_linear(image, prep.width, prep.height)
+            return np.ascontiguousarray(image)[None]
+        return make_blob(image, self.preprocessing)
+
     def run_blob(self, blob: np.ndarray) -> np.ndarray:
-        """The raw DetectionOutput rows (N x 7) for one preprocessed blob."""
-        out = self.session.run([self.output_name], {self.input_name: blob})[0]
-        return out.reshape(-1, 7)
+        """The raw DetectionOutput rows (N x 7) for one prepared input (`prepare`)."""
+        return self.engine.run(blob)
 
     def __call__(self, image: Union[str, os.PathLike, np.ndarray]) -> List[Detection]:
         bgr = load_image(image) if not isinstance(image, np.ndarray) else image
-        rows = self.run_blob(make_blob(bgr, self.preprocessing))
+        rows = self.run_blob(self.prepare(bgr))
         return self.to_detections(rows, bgr.shape[1], bgr.shape[0])
 
     def detect_many(self, images, batch: Optional[int] = None, workers: int = 2, load=None, streams: int = 1):
@@ -248,6 +293,45 @@ class Detector:
             label = int(label)
             detections.append(Detection(label, self.labels.get(label, str(label)), float(score), pixels, norm))
         return detections
+
+
+def _open_artifact(path: Path, engine: Optional[str], threads, device, precision, cache_root: Path):
+    """The engine for an exported file: named, or chosen by its suffix.
+    onnxruntime keeps its optimised graph in the cache (caffessd.deploy.session)."""
+    from caffessd.inference.engines import engine_class, engine_for_path, open_engine
+
+    if not path.exists():
+        raise FormatError(path, "no such model file")
+    chosen = engine_class(engine) if engine else engine_for_path(path)
+    if chosen.name == "onnxruntime":
+        from caffessd.deploy.session import optimized_cache_path
+        from caffessd.onnxconv.metadata import load_model
+
+        model = load_model(path)
+        return chosen.from_model(model, path, threads, device, precision,
+                                 optimized_cache_path(path, cache_root), cache=cache_root)
+    return open_engine(path, chosen.name, threads, device, precision)
+
+
+def _open_converted(entry, source: Path, engine: Optional[str], threads, device, precision, cache_root: Path):
+    """The engine for a Caffe model's cached ONNX conversion (`entry`, a
+    caffessd.modelcache.CachedModel). Engines that read ONNX take it; the
+    others need their own export."""
+    from caffessd.inference.engines import engine_class
+
+    chosen = engine_class(engine or "onnxruntime")
+    if chosen.name == "onnxruntime":
+        from caffessd.deploy.session import optimized_cache_path
+
+        model = _parse_onnx(entry.data, entry.path or source)
+        optimized = optimized_cache_path(entry.path, cache_root) if entry.path else None
+        return chosen.from_model(model, entry.path, threads, device, precision, optimized, cache=cache_root)
+    if ".onnx" not in chosen.suffixes + chosen.also_opens:
+        raise CaffessdError(f"the {chosen.name} engine runs its own files ({', '.join(chosen.suffixes)}), not a "
+                            f"Caffe model: export it first (caffessd export-{chosen.name}), then give that file")
+    if entry.path is not None:
+        return chosen.open(entry.path, threads=threads, device=device, precision=precision)
+    return chosen.from_onnx_bytes(entry.data, source, threads=threads, device=device, precision=precision)
 
 
 def require_detection_output(metadata: dict, source) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from caffessd.commands.options import max_memory_option
+from caffessd.commands.options import engine_options, max_memory_option
 from caffessd.errors import CaffessdError, FormatError
 
 
@@ -14,7 +14,9 @@ from caffessd.errors import CaffessdError, FormatError
 @click.argument("images", nargs=-1)
 @click.option("--model", "prototxt", type=click.Path(dir_okay=False), help="deploy prototxt (with --weights)")
 @click.option("--weights", type=click.Path(dir_okay=False), help="caffemodel (with --model)")
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="ONNX model from `caffessd export-onnx`")
+@click.option("--artifact", "--onnx", "onnx_path", type=click.Path(dir_okay=False),
+              help="exported model: .onnx (export-onnx), OpenVINO .xml (export-openvino), ncnn .param, .tflite")
+@engine_options
 @click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt naming the classes")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="minimum score to report")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="detections", show_default=True,
@@ -23,7 +25,7 @@ from caffessd.errors import CaffessdError, FormatError
 @click.option("--mean", help="per-channel mean, '127.5' or '104,117,123' (Caffe models)")
 @click.option("--scale", type=float, help="multiplier after mean subtraction, e.g. 0.007843")
 @click.option("--rgb/--bgr", default=None, help="the net takes RGB or BGR [default: from the net, else BGR]")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads")
+@click.option("--threads", type=click.IntRange(min=1), help="inference threads (onnxruntime intra-op, OpenVINO, ...)")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="where converted models are kept")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="images per inference run [default: the model's batch size; Caffe models are converted for N; "
@@ -36,7 +38,7 @@ from caffessd.errors import CaffessdError, FormatError
 @click.option("--max-pixels", type=click.IntRange(min=0), default=None,
               help="refuse images with more pixels (decompression bombs); default 200000000 or "
                    "$CAFFESSD_MAX_PIXELS, 0 = no limit")
-def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, json_path, mean, scale, rgb,
+def command(images, prototxt, weights, onnx_path, engine, device, precision, labels, threshold, out_dir, json_path, mean, scale, rgb,
             threads, cache_dir, batch, workers, streams, max_pixels):
     """Detect objects in IMAGES (files, folders, globs); with no model, find faces
     with the embedded YuFaceDetectNet. With no image, run on the bundled sample photo.
@@ -52,13 +54,13 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     if not paths:
         raise CaffessdError("no images found in " + ", ".join(images))
     if onnx_path and (prototxt or weights):
-        raise click.UsageError("give either --onnx or --model/--weights, not both")
+        raise click.UsageError("give either --artifact/--onnx or --model/--weights, not both")
     # Fail before the model runs, not after the first annotated image is written.
     check_writable(out_dir, folder=True)
     json_target = Path(json_path) if json_path else Path(out_dir) / "detections.json"
     check_writable(json_target)
     _refuse_overwriting_images(paths, out_dir, json_target)
-    detector = Detector(prototxt, weights, onnx_path=onnx_path,
+    detector = Detector(prototxt, weights, onnx_path=onnx_path, engine=engine, device=device, precision=precision,
                         labels=labelmap_names(labels) if labels else None,
                         preprocessing=_preprocessing(prototxt, mean, scale, rgb),
                         threshold=threshold, cache=Path(cache_dir) if cache_dir else None,
@@ -131,7 +133,7 @@ def _preprocessing(prototxt, mean, scale, rgb):
         return None
     if not prototxt:
         raise click.UsageError("--mean, --scale and --rgb apply to a Caffe model (--model); the embedded "
-                               "model and exported ONNX files carry their own preprocessing")
+                               "model and exported files carry their own preprocessing")
     from caffessd.preprocess import parse_mean
     from caffessd.runtime import preprocessing_for_net
 

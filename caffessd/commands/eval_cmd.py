@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from caffessd.commands.options import engine_options
 from caffessd.errors import CaffessdError
 
 METRIC_CHOICES = ["voc07", "voc12", "integral", "coco", "wider"]
@@ -31,11 +32,13 @@ METRIC_CHOICES = ["voc07", "voc12", "integral", "coco", "wider"]
               help="report folder (report.json, PR curve PNGs, COCO results JSON, WIDER result folders)")
 @click.option("--wider-gt", type=click.Path(file_okay=False),
               help="the WIDER toolbox's ground_truth folder (wider_face_val.mat, wider_{easy,medium,hard}_val.mat)")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads")
+@click.option("--threads", type=click.IntRange(min=1), help="inference threads (onnxruntime intra-op, OpenVINO, ...)")
+@engine_options
 def command(onnx_models, prototxts, weights, dataset, dataset_format, split, labelmap, metric, iou, threshold,
-            limit, out_dir, wider_gt, threads):
-    """Evaluate MODELS (ONNX files and/or --model/--weights pairs; none: the
-    embedded face detector) on a dataset; several models are compared side by side."""
+            limit, out_dir, wider_gt, threads, engine, device, precision):
+    """Evaluate MODELS (exported files: .onnx, OpenVINO .xml, ncnn .param, .tflite;
+    and/or --model/--weights pairs; none: the embedded face detector) on a
+    dataset; several models are compared side by side."""
     import shutil
     import tempfile
 
@@ -54,10 +57,11 @@ def command(onnx_models, prototxts, weights, dataset, dataset_format, split, lab
     try:
         results = evaluate_models(models, dataset, metric, format=dataset_format, split=split, labelmap=labelmap,
                                   iou=iou, threshold=threshold, limit=limit, wider_gt=wider_gt, work_dir=work,
-                                  threads=threads)
+                                  threads=threads, engine=engine, device=device, precision=precision)
         report = write_report(results, out_dir, extra_files_from=work,
                               settings={"dataset": str(dataset), "format": dataset_format, "split": split,
-                                        "metric": metric, "iou": iou, "threshold": threshold, "limit": limit})
+                                        "metric": metric, "iou": iou, "threshold": threshold, "limit": limit,
+                                        "engine": engine, "device": device, "precision": precision})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     click.echo(table(results))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from caffessd.commands.export_options import preprocessing_options, resolve_preprocessing
+from caffessd.commands.export_options import export_metadata, preprocessing_options
 from caffessd.commands.options import max_memory_option, parse_size
 
 
@@ -25,7 +25,7 @@ def command(prototxt, caffemodel, output, fp16, fold_bn, raw, input_size, mean, 
     from caffessd.ncnn.export import export_ncnn
 
     size = parse_size(input_size, "--input-size") if input_size else None
-    metadata, origin = resolve_preprocessing(prototxt, mean, scale, swap_rb, labels)
+    metadata, origin = export_metadata(prototxt, mean, scale, swap_rb, labels)
     result = export_ncnn(prototxt, caffemodel, output, raw=raw, fp16=fp16, fold_bn=fold_bn,
                          metadata=metadata, input_size=size)
     if origin:

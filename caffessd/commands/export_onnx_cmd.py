@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from caffessd.commands.export_options import export_metadata, input_shape_for_size, preprocessing_options
 from caffessd.commands.options import max_memory_option, optional_floats, parse_size
 from caffessd.errors import CaffessdError
 
@@ -15,11 +16,7 @@ from caffessd.errors import CaffessdError
 @click.option("--raw", is_flag=True, help="stop before DetectionOutput: outputs loc, conf (after softmax) and priors")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version (13..21)")
 @click.option("--input-size", help="convert for this input size instead of the prototxt's, WIDTHxHEIGHT")
-@click.option("--mean", help="per-channel mean subtracted before the net, e.g. 104,117,123 (stored as metadata)")
-@click.option("--scale", type=float, help="factor applied after mean subtraction (stored as metadata)")
-@click.option("--swap-rb/--bgr", default=None,
-              help="the net expects RGB (--swap-rb) or BGR (--bgr) input [default: from the net, else BGR]")
-@click.option("--labels", type=click.Path(dir_okay=False), help="labelmap.prototxt whose class names go into the metadata")
+@preprocessing_options
 @click.option("--batch", callback=lambda ctx, param, value: _parse_batch(value), default=None,
               help="images per run (input batch dimension), for `detect --batch N`; 'dynamic': any number "
                    "per run (one-image graph in an ONNX Loop)")
@@ -40,28 +37,20 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
 
     if image_input and raw:
         raise click.UsageError("--image-input needs the full model (DetectionOutput), not --raw")
-    mean_values = optional_floats(mean, "--mean")
-    size = parse_size(input_size, "--input-size") if input_size else None
+    optional_floats(mean, "--mean")  # a bad --mean fails before any file is read
+    if input_size:
+        parse_size(input_size, "--input-size")
     from caffessd.outputs import refuse_overwriting
 
     refuse_overwriting([("-o", output)], [("prototxt", prototxt), ("caffemodel", caffemodel), ("labelmap", labels)])
     protoio.check_writable(output)
     net = Net.load(prototxt, caffemodel)
-    input_shapes = None
-    if size is not None:
-        declared = list(net.input_shapes().values())
-        if not declared or len(declared[0]) != 4:
-            raise CaffessdError(f"{prototxt}: --input-size needs a net with one 4-d image input")
-        n, c = declared[0][:2]
-        input_shapes = (n, c, size[1], size[0])
+    input_shapes = input_shape_for_size(net, prototxt, input_size)
     if batch == DYNAMIC and (raw or image_input):
         raise click.UsageError("--batch dynamic needs the full blob-input model (not --raw, not --image-input)")
     if batch not in (None, DYNAMIC):
         input_shapes = _with_batch(net, prototxt, input_shapes, batch, image_input)
-    mean_values, scale, swap_rb, origin = _net_own_preprocessing(prototxt, mean_values, scale, swap_rb)
-    metadata = {"channel_order": "RGB" if swap_rb else "BGR", "mean": mean_values, "scale": scale}
-    if labels:
-        metadata["labels"] = {str(k): v for k, v in sorted(protoio.labelmap_names(labels).items())}
+    metadata, origin = export_metadata(prototxt, mean, scale, swap_rb, labels)
     model = to_onnx(net, raw=raw, opset=opset, input_shapes=input_shapes, metadata=metadata)
     if batch == DYNAMIC:
         from caffessd.onnxconv.dynamic_batch import with_dynamic_batch
@@ -96,24 +85,6 @@ def _with_batch(net, prototxt, input_shapes, batch, image_input):
     if shape is None or len(shape) != 4:
         raise CaffessdError(f"{prototxt}: --batch needs a net with one 4-d image input")
     return (batch, *shape[1:])
-
-
-def _net_own_preprocessing(prototxt, mean, scale, rgb):
-    """Options win; what they leave open comes from the net's caffessd note or a
-    train/test prototxt beside it (caffessd.netprep). Also returns a line
-    saying so ("" when nothing came from the net), printed once the model is written."""
-    from caffessd.netprep import NetPreprocessing, net_preprocessing
-
-    own = net_preprocessing(prototxt)
-    given = [value is not None for value in (mean, scale, rgb)]
-    if own.assumed or all(given):
-        return mean, scale, bool(rgb), ""
-    mean = list(own.mean) if mean is None else mean
-    scale = own.scale if scale is None else scale
-    rgb = own.rgb if rgb is None else rgb
-    used = NetPreprocessing(tuple(mean * 3 if len(mean) == 1 else mean), scale, rgb)
-    origin = f"preprocessing: {used.describe()} (from {own.source}{', with your options' if any(given) else ''})"
-    return mean, scale, rgb, origin
 
 
 def _with_image_input(model, prototxt, metadata, image_rgb, resize):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from caffessd.commands.export_options import preprocessing_options, resolve_preprocessing
+from caffessd.commands.export_options import export_metadata, preprocessing_options
 from caffessd.commands.options import max_memory_option, parse_size
 
 
@@ -31,7 +31,7 @@ def command(prototxt, caffemodel, output, precision, calibrate, calibration_imag
 
     precision = precision or "float32"
     size = parse_size(input_size, "--input-size") if input_size else None
-    metadata, origin = resolve_preprocessing(prototxt, mean, scale, swap_rb, labels)
+    metadata, origin = export_metadata(prototxt, mean, scale, swap_rb, labels)
     result = export_tflite(prototxt, caffemodel, output, raw=raw, precision=precision, nms=nms, calibrate=calibrate,
                            calibration_images=calibration_images, metadata=metadata, input_size=size)
     if origin:

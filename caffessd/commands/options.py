@@ -46,3 +46,26 @@ def max_memory_option(command):
 
     return click.option("--max-memory", callback=apply, expose_value=False, is_eager=True,
                         help="refuse nets needing more memory than this (e.g. 2G; default: what the machine has)")(command)
+
+
+ENGINE_NAMES = ("onnxruntime", "openvino", "ncnn", "tflite")   # caffessd.inference.engines.ENGINE_NAMES
+
+
+def engine_options(command):
+    """--engine, --device and --precision for commands that run a model
+    (detect, eval): the runtime and how it runs (caffessd.inference.engines)."""
+    import click
+
+    for option in reversed([
+        click.option("--engine", type=click.Choice(ENGINE_NAMES), default=None,
+                     help="runtime for the model [default: by file type: .onnx onnxruntime, .xml openvino, "
+                          ".param ncnn, .tflite tflite; Caffe models run on onnxruntime]"),
+        click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
+                     help="where onnxruntime runs: its CPU, CUDA or TensorRT execution provider (the GPU ones "
+                          "need onnxruntime-gpu) [default: cpu]"),
+        click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
+                     help="inference precision: bf16 on OpenVINO where the CPU has AVX-512 BF16 or AMX, f16 "
+                          "with --device tensorrt [default: f32]"),
+    ]):
+        command = option(command)
+    return command

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Union
 import numpy as np
 
 from caffessd.errors import FormatError
-from caffessd.preprocess import load_image, make_blob
+from caffessd.preprocess import load_image
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
@@ -31,18 +31,17 @@ class ImageResult:
     error: Optional[FormatError] = None
 
 
-def model_batch(session) -> Optional[int]:
+def model_batch(detector) -> Optional[int]:
     """The fixed batch size of the model's input; None when the axis is open
     (`export-onnx --batch dynamic`), so any number of images fits a run."""
-    first = session.get_inputs()[0].shape[0]
-    return first if isinstance(first, int) and first > 0 else None
+    return detector.engine.batch
 
 
 def _prepare(detector, load: Callable) -> Callable:
     def prepare(source):
         try:
             image = source if isinstance(source, np.ndarray) else load(source)
-            return source, image, make_blob(image, detector.preprocessing), None
+            return source, image, detector.prepare(image), None
         except FormatError as exc:
             return source, None, None, exc
     return prepare
@@ -54,7 +53,7 @@ def run_batch(detector, blobs: List[np.ndarray], batch: Optional[int]) -> List[n
     whose rows are dropped; None: the model takes any number)."""
     padding = [] if batch is None else [blobs[0]] * (batch - len(blobs))
     feed = blobs[0] if len(blobs) == 1 and not padding else np.concatenate(blobs + padding, axis=0)
-    rows = detector.session.run([detector.output_name], {detector.input_name: feed})[0].reshape(-1, 7)
+    rows = detector.run_blob(feed)
     if batch == 1:
         return [rows]
     image_of_row = rows[:, 0].astype(np.int64)
@@ -75,7 +74,7 @@ def detect_many(detector, images: Iterable[ImageLike], batch: Optional[int] = No
     face detector), while whole images run side by side scale fully."""
     from caffessd.parallel import ordered_map
 
-    fixed = model_batch(detector.session)
+    fixed = model_batch(detector)
     batch = batch or fixed or 1
     if fixed is not None and batch != fixed:
         raise FormatError(detector.onnx_path, f"takes batches of {fixed} image(s), not {batch}; export it "

@@ -46,13 +46,15 @@ def session_options(threads: Optional[int] = None, optimize: bool = True, optimi
     return options
 
 
-def make_session(model: ModelLike, threads: Optional[int] = None, optimized_path: Optional[Path] = None):
-    """A CPU InferenceSession with the settings above. With `optimized_path`,
-    that file is used when it exists (no optimisation at start-up) and written
-    otherwise."""
+def make_session(model: ModelLike, threads: Optional[int] = None, optimized_path: Optional[Path] = None,
+                 providers: Optional[list] = None):
+    """An InferenceSession with the settings above, on the CPU unless
+    `providers` says otherwise (caffessd.inference.engines.onnxruntime_engine
+    chooses them for --device). With `optimized_path`, that file is used when
+    it exists (no optimisation at start-up) and written otherwise."""
     import onnxruntime as ort
 
-    providers = ["CPUExecutionProvider"]
+    providers = providers or ["CPUExecutionProvider"]
     if optimized_path is not None and Path(optimized_path).is_file():
         try:
             return ort.InferenceSession(os.fspath(optimized_path), sess_options=session_options(threads, False),

@@ -1,6 +1,7 @@
 """Which model(s) to evaluate and what their class ids mean.
 
-A model is a Detector, an ONNX path, or a (deploy prototxt, caffemodel) pair;
+A model is a Detector, an exported file (ONNX, OpenVINO IR, ncnn, TFLite), or
+a (deploy prototxt, caffemodel) pair;
 its label ids are named by --labelmap, else by the model's own labels (ONNX
 metadata), else in order after background by the dataset's classes."""
 from __future__ import annotations
@@ -17,30 +18,36 @@ ModelArg = Union["Detector", str, Path, tuple]
 @dataclass
 class LoadedModel:
     name: str
-    detector: object               # caffessd.runtime.Detector
+    detector: object               # caffessd.runtime.Detector (any engine)
     label_names: Dict[int, str]    # label id -> dataset class name
     source: str
 
 
-def load_detector(model: ModelArg, threshold: float, threads: Optional[int] = None):
+def load_detector(model: ModelArg, threshold: float, threads: Optional[int] = None, engine: Optional[str] = None,
+                  device: Optional[str] = None, precision: Optional[str] = None):
+    """(Detector, source name) for a model argument: None (the embedded face
+    detector), a Detector, a (prototxt, caffemodel) pair, or an exported file
+    of any engine (.onnx, OpenVINO .xml, ncnn .param, .tflite; `engine` names
+    the runtime when the file type is not enough)."""
     from caffessd.runtime import Detector
 
+    options = {"threads": threads, "engine": engine, "device": device, "precision": precision}
     if model is None:   # the embedded face detector, with its labels
-        detector = Detector(threshold=threshold, threads=threads)
+        detector = Detector(threshold=threshold, **options)
         return detector, "yufacedetectnet (embedded)"
     if isinstance(model, Detector):
         model.threshold = threshold
         return model, str(model.onnx_path)
     if isinstance(model, (tuple, list)):
         prototxt, weights = model
-        return Detector(prototxt, weights, threshold=threshold, threads=threads), f"{prototxt} + {weights}"
+        return Detector(prototxt, weights, threshold=threshold, **options), f"{prototxt} + {weights}"
     path = Path(model)
     if not path.exists():
         raise FormatError(path, "no such model file")
-    if path.suffix == ".onnx":
-        return Detector(onnx_path=path, threshold=threshold, threads=threads), str(path)
-    raise FormatError(path, "is not an ONNX file; give a Caffe model as (deploy prototxt, caffemodel) "
-                            "(--model/--weights on the command line)")
+    if path.suffix.lower() in (".prototxt", ".caffemodel"):
+        raise FormatError(path, "is part of a Caffe model; give it as (deploy prototxt, caffemodel) "
+                                "(--model/--weights on the command line)")
+    return Detector(artifact=path, threshold=threshold, **options), str(path)
 
 
 def caffe_num_classes(prototxt) -> Optional[int]:

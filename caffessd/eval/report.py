@@ -31,6 +31,8 @@ def table(results: Sequence[EvalResult]) -> str:
         row(key, [r.summary.get(key, "-") for r in results])
     for key in results[0].per_class:
         row(f"  {key}", [r.per_class.get(key, {}).get("AP", "-") for r in results])
+    if any(r.engine not in ("", "onnxruntime") for r in results):
+        row("engine", [r.engine or "-" for r in results])
     row("images", [str(r.images) for r in results])
     row("images/s", [f"{r.images_per_second:.1f}" for r in results])
     return "\n".join(lines)

@@ -38,6 +38,7 @@ class EvalResult:
     summary: Dict[str, float]
     per_class: Dict[str, dict] = field(default_factory=dict)
     curves: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    engine: str = ""    # what ran it, Engine.label(): "onnxruntime", "openvino bf16", "onnxruntime cuda"
 
     @property
     def images_per_second(self) -> float:
@@ -46,7 +47,7 @@ class EvalResult:
     def to_dict(self) -> dict:
         return {"model": self.model, "source": self.source, "metric": self.metric, "images": self.images,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
-                "summary": self.summary, "per_class": self.per_class}
+                "engine": self.engine, "summary": self.summary, "per_class": self.per_class}
 
 
 def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None):
@@ -112,7 +113,7 @@ class _Scorer:
 
 
 def evaluate(model, dataset, metric: str = "voc07", **options) -> EvalResult:
-    """Evaluate one model (Detector, ONNX path or (prototxt, caffemodel)) on a
+    """Evaluate one model (Detector, exported file or (prototxt, caffemodel)) on a
     dataset (a path with `format=`, a reader, or any iterable of ImageRecord).
     Options as `evaluate_models`."""
     return evaluate_models([model], dataset, metric, **options)[0]
@@ -121,12 +122,14 @@ def evaluate(model, dataset, metric: str = "voc07", **options) -> EvalResult:
 def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format: Optional[str] = None,
                     split: Optional[str] = None, labelmap=None, iou: float = 0.5, threshold: float = 0.01,
                     limit: Optional[int] = None, wider_gt=None, work_dir=None, workers: int = 2,
-                    threads: Optional[int] = None, progress: bool = True) -> List[EvalResult]:
+                    threads: Optional[int] = None, progress: bool = True, engine: Optional[str] = None,
+                    device: Optional[str] = None, precision: Optional[str] = None) -> List[EvalResult]:
     """Evaluate several models side by side in one pass over the dataset:
     each image is decoded once, preprocessed for each model in the decode
-    pool, and run through each model in turn."""
+    pool, and run through each model in turn. `engine`, `device` and
+    `precision` choose the runtime of every model given as a file or a
+    Caffe pair (caffessd.runtime.Detector)."""
     from caffessd.parallel import ordered_map
-    from caffessd.preprocess import make_blob
     from caffessd.progress import Progress
 
     if metric not in METRICS:
@@ -136,7 +139,7 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
     where = dataset if isinstance(dataset, (str, Path)) else "the dataset"
     if hasattr(reader, "__len__") and len(reader) == 0:
         raise CaffessdError(f"{where}: no images to evaluate")
-    loaded = [load_detector(m, threshold, threads) for m in models]
+    loaded = [load_detector(m, threshold, threads, engine, device, precision) for m in models]
     detectors = [d for d, _ in loaded]
     classes = dataset_classes(reader, labelmap, detectors)
     if metric == "wider" and classes != ["face"]:
@@ -154,13 +157,13 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
         total = min(total, limit) if total is not None else limit
     records: Iterable = itertools.islice(iter(reader), limit) if limit is not None else iter(reader)
     load = getattr(reader, "load_image", None)
-    preps = [run.detector.preprocessing for run in runs]
+    detectors = [run.detector for run in runs]
 
     def prepare(record):
         # Runs in the decode pool: the image lives only until its blobs exist.
         image = load(record) if load is not None else _load_image(record)
         height, width = image.shape[:2]
-        return record, [make_blob(image, p) for p in preps], width, height
+        return record, [detector.prepare(image) for detector in detectors], width, height
 
     count, start = 0, time.perf_counter()
     with Progress(total, "evaluating", unit="img", enabled=progress) as bar:
@@ -203,7 +206,8 @@ def _wider_truth(reader, wider_gt, split):
 
 def _finish(run: LoadedModel, scorer: _Scorer, metric: str, count: int, seconds: float, wider_truth,
             work_dir) -> EvalResult:
-    base = dict(model=run.name, source=run.source, metric=metric, images=count, seconds=seconds)
+    base = dict(model=run.name, source=run.source, metric=metric, images=count, seconds=seconds,
+                engine=run.detector.engine.label())
     if metric == "coco":
         import tempfile
         if work_dir is None:

@@ -83,4 +83,8 @@ def open_engine(path, engine: Optional[str] = None, threads: Optional[int] = Non
     if not path.exists():
         raise FormatError(path, "no such model file")
     cls = engine_class(engine) if engine else engine_for_path(path)
+    opens = cls.suffixes + cls.also_opens
+    if path.suffix.lower() not in opens:
+        raise FormatError(path, f"the {cls.name} engine opens {' and '.join(opens)} files, not "
+                                f"'{path.suffix or 'suffix-less'}' ones")
     return cls.open(path, threads=threads, device=device, precision=precision)

@@ -66,6 +66,7 @@ class Engine:
       name        the --engine name: "onnxruntime", "openvino", "ncnn", "tflite"
       extra       pip extra holding its runtime: caffessd[<extra>]
       suffixes    file suffixes it opens when no --engine is given (".onnx")
+      also_opens  further suffixes it opens when named with --engine (OpenVINO: ".onnx")
       devices     --device values it accepts; the first one is the default
       precisions  --precision values it accepts; the first one is the default
 
@@ -84,6 +85,7 @@ class Engine:
     name: ClassVar[str] = ""
     extra: ClassVar[str] = ""
     suffixes: ClassVar[Tuple[str, ...]] = ()
+    also_opens: ClassVar[Tuple[str, ...]] = ()
     devices: ClassVar[Tuple[str, ...]] = ("cpu",)
     precisions: ClassVar[Tuple[str, ...]] = ("f32",)
 
@@ -118,6 +120,12 @@ class Engine:
         """All graph outputs by name (for --raw exports and the parity
         tests); engines that cannot name their outputs need not provide it."""
         raise NotImplementedError(f"the {self.name} engine does not expose raw outputs")
+
+    def label(self) -> str:
+        """Short name for report tables: the engine, then device and precision where not the defaults."""
+        parts = [self.name] + [value for value, default in ((self.device, "cpu"), (self.precision, "f32"))
+                               if value != default]
+        return " ".join(parts)
 
     def describe(self) -> str:
         """One line for logs and benchmark tables."""

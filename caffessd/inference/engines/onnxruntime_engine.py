@@ -118,7 +118,9 @@ class OnnxRuntimeEngine(Engine):
             check_started(self.session, self.device, path)
         first = self.session.get_inputs()[0]
         self.input_name = first.name
-        self.output_name = self.session.get_outputs()[0].name
+        output = self.session.get_outputs()[0]
+        self.output_name = output.name
+        self.output_shape = list(output.shape) if output.shape else None
         self.input_format = BLOB
         self.batch = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
         self.input_shape = list(first.shape)

@@ -1,0 +1,206 @@
+"""The OpenVINO engine: IRs written by `caffessd export-openvino` (.xml +
+.bin) and, with `--engine openvino`, caffessd's ONNX exports read by
+OpenVINO's ONNX frontend.
+
+An IR from caffessd takes the picture itself: uint8 [N, H, W, 3] BGR, with
+the model's mean, scale and channel order (and a resize, for callers who
+feed other sizes) compiled into the graph by OpenVINO's PrePostProcessor.
+Here it is fed the picture caffessd already resized with OpenCV's exact
+INTER_LINEAR (the input is reshaped to the net's size before compiling, so
+the in-graph resize is an identity), which keeps its detections those of
+`detect` on the ONNX model. Its caffessd metadata (the keys of the ONNX
+export's metadata_props) sits in the IR's rt_info under "caffessd".
+
+Precision: OpenVINO's CPU plugin runs in bf16 by default on CPUs with
+AVX-512 BF16 or AMX, which moves scores by ~1e-3. caffessd always asks for
+an explicit INFERENCE_PRECISION_HINT: f32 unless bf16 is asked for, and bf16
+only where the CPU computes it natively (no silent emulation).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from caffessd.errors import CaffessdError, FormatError
+from caffessd.inference.engines.base import BLOB, IMAGE, Engine, require_runtime, rows_from
+
+RT_INFO_ROOT = "caffessd"       # rt_info section holding caffessd's metadata, one JSON text per key
+INPUT_NAME = "image"            # the IR's input tensor name
+OUTPUT_NAME = "detection_out"   # the IR's DetectionOutput rows
+
+
+def openvino():
+    """The openvino module, or MissingRuntime naming caffessd[openvino]."""
+    return require_runtime("openvino", engine="openvino", extra="openvino")
+
+
+def set_rt_metadata(model, metadata: Dict[str, Any]) -> None:
+    """Store `metadata` in `model`'s rt_info: ["caffessd", key] = JSON text."""
+    for key, value in metadata.items():
+        model.set_rt_info(json.dumps(value), [RT_INFO_ROOT, key])
+
+
+def read_rt_metadata(model) -> Dict[str, Any]:
+    """caffessd's metadata from an ov.Model's rt_info ({} when it has none)."""
+    if not model.has_rt_info([RT_INFO_ROOT]):
+        return {}
+    found = {}
+    for key in model.get_rt_info([RT_INFO_ROOT]).astype(dict):
+        text = model.get_rt_info([RT_INFO_ROOT, key]).astype(str)
+        try:
+            found[key] = json.loads(text)
+        except ValueError:
+            found[key] = text
+    return found
+
+
+def cpu_capabilities() -> List[str]:
+    """OpenVINO's OPTIMIZATION_CAPABILITIES of this CPU (FP32, BF16, INT8, ...)."""
+    return [str(c) for c in openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX), so that
+    --precision bf16 is a real speed-up rather than an emulation."""
+    return "BF16" in cpu_capabilities()
+
+
+def compile_config(threads: Optional[int], precision: str) -> Dict[str, Any]:
+    """CPU plugin settings: one stream of `threads` threads (latency, as
+    detect runs one image at a time), and the precision asked for."""
+    config: Dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
+class OpenVinoEngine(Engine):
+    name = "openvino"
+    extra = "openvino"
+    suffixes = (".xml",)
+    also_opens = (".onnx",)
+    devices = ("cpu",)
+    precisions = ("f32", "bf16")
+
+    @classmethod
+    def open(cls, path, threads: Optional[int] = None, device: Optional[str] = None,
+             precision: Optional[str] = None) -> "OpenVinoEngine":
+        ov = openvino()
+        path = Path(path)
+        core = ov.Core()
+        if path.suffix.lower() == ".xml":
+            model = _read_ir(core, path)
+            metadata = read_rt_metadata(model)
+            if not metadata:
+                raise FormatError(path, "is an OpenVINO IR without caffessd metadata in its rt_info; convert the "
+                                        "Caffe model with `caffessd export-openvino` (or run the ONNX export with "
+                                        "--engine openvino)")
+        else:
+            from caffessd.onnxconv.metadata import read_metadata
+
+            metadata = read_metadata(path)
+            model = _read_onnx(core, path)
+        return cls.from_model(model, metadata, path, threads, device, precision)
+
+    @classmethod
+    def from_onnx_bytes(cls, data: bytes, source, threads: Optional[int] = None, device: Optional[str] = None,
+                        precision: Optional[str] = None) -> "OpenVinoEngine":
+        """An engine for an ONNX model held in memory (a Caffe model converted
+        by `detect` whose cache folder could not be written)."""
+        import io
+
+        import onnx
+
+        from caffessd.onnxconv.metadata import read_metadata
+
+        ov = openvino()
+        try:
+            model = ov.convert_model(io.BytesIO(data))
+        except Exception as exc:  # OpenVINO raises its own exception types
+            raise FormatError(source, f"OpenVINO cannot read the converted model: {_first_line(exc)}") from None
+        return cls.from_model(model, read_metadata(onnx.load_from_string(data)), source, threads, device, precision)
+
+    @classmethod
+    def from_model(cls, model, metadata: Dict[str, Any], path, threads, device, precision) -> "OpenVinoEngine":
+        ov = openvino()
+        self = cls()
+        self.path = Path(path) if path is not None else None
+        self.device = cls.check_choice("device", device, cls.devices)
+        self.precision = cls.check_choice("precision", precision, cls.precisions)
+        if self.precision == "bf16" and not cpu_has_bf16():
+            raise CaffessdError("--precision bf16 needs a CPU with AVX-512 BF16 or AMX, which this one lacks "
+                                f"(OpenVINO reports {', '.join(cpu_capabilities())}); use f32")
+        self.threads = threads
+        self.metadata = metadata
+        parameter = model.inputs[0]
+        self.input_format = IMAGE if parameter.get_element_type() == ov.Type.u8 else BLOB
+        if self.input_format == IMAGE:
+            _fix_image_size(model, metadata, self.path)
+        shape = model.inputs[0].get_partial_shape()
+        self.batch = shape[0].get_length() if shape.rank.is_static and shape[0].is_static else None
+        try:
+            self.compiled = ov.Core().compile_model(model, "CPU", compile_config(threads, self.precision))
+        except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
+            raise FormatError(self.path, f"OpenVINO cannot compile it: {_first_line(exc)}") from None
+        self.output_names = [next(iter(o.get_names()), f"output{i}") for i, o in enumerate(self.compiled.outputs)]
+        self._local = threading.local()
+        return self
+
+    def _request(self):
+        """One infer request per thread: detect --streams runs images side by side."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
+
+    def run(self, blob: np.ndarray) -> np.ndarray:
+        request = self._request()
+        request.infer({0: blob})
+        return rows_from(request.get_output_tensor(0).data.copy(), self.path)
+
+    def outputs(self, blob: np.ndarray) -> Dict[str, np.ndarray]:
+        request = self._request()
+        request.infer({0: blob})
+        return {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
+
+
+def _read_ir(core, path: Path):
+    weights = path.with_suffix(".bin")
+    if not weights.is_file():
+        raise FormatError(weights, f"missing: the weights of {path.name} (an OpenVINO IR is NAME.xml + NAME.bin)")
+    try:
+        return core.read_model(str(path), str(weights))
+    except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
+        raise FormatError(path, f"not an OpenVINO IR OpenVINO can read: {_first_line(exc)}") from None
+
+
+def _read_onnx(core, path: Path):
+    try:
+        return core.read_model(str(path))
+    except Exception as exc:
+        raise FormatError(path, f"OpenVINO cannot read it: {_first_line(exc)}") from None
+
+
+def _fix_image_size(model, metadata: Dict[str, Any], source) -> None:
+    """Reshape the picture input to the net's own size (its in-graph resize
+    becomes an identity): the Detector feeds pictures resized by caffessd."""
+    size = metadata.get("input_size")
+    if not size:
+        raise FormatError(source, "its caffessd metadata has no input_size")
+    shape = model.inputs[0].get_partial_shape()
+    batch = shape[0].get_length() if shape.rank.is_static and shape[0].is_static else 1
+    model.reshape({model.inputs[0].get_any_name(): [batch, int(size[1]), int(size[0]), 3]})
+
+
+def _first_line(exc: Exception) -> str:
+    """OpenVINO's messages span lines ("Exception from src/...:"); keep the telling one."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return ((telling or lines or [exc.__class__.__name__])[-1])[:300]
+
+
+ENGINE = OpenVinoEngine

@@ -1,0 +1,141 @@
+"""OpenVINO: `export-openvino` IRs and the openvino engine, proven against
+onnxruntime on caffessd's ONNX export of the same nets.
+
+Nets: the embedded face detector and gen-model nets with random weights and
+random BatchNorm statistics (MobileNet-SSD 300, MobileNetV2-SSDLite 300,
+MobileNetV2-SSD 640 on chosen feature layers). For each:
+- raw outputs (loc, conf after softmax, priors) of the --raw IR, fed the
+  picture, equal onnxruntime's on the --raw ONNX fed caffessd's blob, within
+  1e-4 of each blob's magnitude: the in-graph PrePostProcessor steps compute
+  what make_blob does;
+- final detections from an image file through Detector (IR on OpenVINO vs
+  ONNX on onnxruntime, threshold 0.1, so up to keep_top_k rows): boxes within
+  0.5 px, scores within 1e-3, near-ties handled as tests/engine_parity.py says.
+int8 (NNCF) and bf16: the same faces on the bundled photos, IoU >= 0.9.
+"""
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+
+from caffessd import protoio  # noqa: E402
+from caffessd.generators import SSDConfig, build_net  # noqa: E402
+from caffessd.onnxconv import convert  # noqa: E402
+from caffessd.openvino import export_openvino  # noqa: E402
+from caffessd.preprocess import Preprocessing, load_image  # noqa: E402
+from caffessd.runtime import Detector  # noqa: E402
+from engine_parity import assert_blobs_close, assert_same_faces, match_detections  # noqa: E402
+from onnx_parity import build_net as random_net  # noqa: E402
+
+MOBILENET = {"mean": [127.5], "scale": 0.007843, "channel_order": "BGR"}
+NETS = {
+    "mobilenet-ssd-300": SSDConfig(backbone="mnv1", bn="all", num_classes=21),
+    "mobilenetv2-ssdlite-300": SSDConfig(backbone="mnv2", head="ssdlite", relu6=True, bn="all", num_classes=21),
+    "mobilenetv2-ssd-640": SSDConfig(backbone="mnv2", head="ssd", relu6=True, bn="all", num_classes=4, width=0.5,
+                                     input_width=640, input_height=640,
+                                     feature_layers=["conv_13/expand", "Conv_1", "layer_19_2_2", "layer_19_2_3",
+                                                     "layer_19_2_4"]),
+}
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory, face_prototxt, face_caffemodel):
+    """name -> (prototxt, caffemodel, metadata): the face net and random-weight gen-model nets."""
+    folder = tmp_path_factory.mktemp("nets")
+    found = {"face": (face_prototxt, face_caffemodel, {"mean": [0.0], "scale": 1.0, "channel_order": "BGR"})}
+    for index, (name, config) in enumerate(NETS.items()):
+        text = protoio.prototxt_text(build_net(config, "deploy"))
+        # Random BatchNorm statistics; loc weights scaled down so boxes stay near their priors.
+        prototxt, caffemodel, _ = random_net(folder, name, text, seed=index + 1, loc_scale=0.1)
+        found[name] = (prototxt, caffemodel, MOBILENET)
+    return found
+
+
+def _exports(nets, name, folder):
+    prototxt, caffemodel, metadata = nets[name]
+    paths = {}
+    for kind, raw in (("raw", True), ("full", False)):
+        onnx_path = folder / f"{name}-{kind}.onnx"
+        onnx_path.write_bytes(convert(prototxt, caffemodel, raw=raw, metadata=metadata).SerializeToString())
+        xml = folder / f"{name}-{kind}.xml"
+        export_openvino(prototxt, caffemodel, xml, metadata=metadata, raw=raw)
+        paths[kind] = (onnx_path, xml)
+    return paths
+
+
+@pytest.mark.parametrize("name", ["face", *NETS])
+def test_ir_equals_onnxruntime(name, nets, tmp_path, face_photos):
+    from caffessd.inference.engines import open_engine
+    from caffessd.preprocess import make_blob, resize_linear
+
+    paths = _exports(nets, name, tmp_path)
+    onnx_raw, xml_raw = paths["raw"]
+    reference = open_engine(onnx_raw, threads=2)
+    engine = open_engine(xml_raw, threads=2)
+    assert engine.name == "openvino" and engine.input_format == "image" and engine.metadata["kind"] == "raw"
+    prep = Preprocessing.from_metadata(reference.metadata)
+    image = load_image(face_photos[0])
+    picture = resize_linear(image, prep.width, prep.height)[None]
+    assert_blobs_close(engine.outputs(picture), reference.outputs(make_blob(image, prep)), ["loc", "conf", "priors"],
+                       what=f"{name}: ")
+
+    onnx_full, xml_full = paths["full"]
+    settings = reference.metadata["detection_output"]
+    ours = Detector(artifact=xml_full, threshold=0.1, threads=2)
+    theirs = Detector(artifact=onnx_full, threshold=0.1, threads=2)
+    assert ours.engine.name == "openvino" and theirs.engine.name == "onnxruntime"
+    assert ours.engine.metadata["detection_output"] == settings
+    for photo in face_photos:
+        expected = theirs(photo)
+        assert expected, f"{name}: the reference finds something to compare on {photo.name}"
+        match_detections(ours(photo), expected, threshold=0.1, keep_top_k=settings["keep_top_k"])
+
+
+def test_openvino_runs_the_onnx_file_too(nets, tmp_path, face_photos):
+    """--engine openvino on caffessd's ONNX export (OpenVINO's ONNX frontend,
+    DetectionOutput as the exported NonMaxSuppression subgraph)."""
+    prototxt, caffemodel, metadata = nets["mobilenet-ssd-300"]
+    onnx_path = tmp_path / "ssd.onnx"
+    onnx_path.write_bytes(convert(prototxt, caffemodel, metadata=metadata).SerializeToString())
+    ours = Detector(artifact=onnx_path, engine="openvino", threshold=0.1, threads=2)
+    theirs = Detector(artifact=onnx_path, threshold=0.1, threads=2)
+    assert ours.engine.name == "openvino" and ours.engine.input_format == "blob"
+    for photo in face_photos:
+        match_detections(ours(photo), theirs(photo), threshold=0.1, keep_top_k=100)
+
+
+@pytest.fixture(scope="module")
+def face_reference(face_photos):
+    detector = Detector(threads=2)
+    return {photo: detector(photo) for photo in face_photos}
+
+
+def test_int8_ir_finds_the_same_faces(face_prototxt, face_caffemodel, face_photos, face_reference, tmp_path):
+    from PIL import Image
+
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for photo in face_photos:  # the photos and their mirror images
+        image = Image.open(photo)
+        image.save(calibration / photo.name)
+        image.transpose(Image.FLIP_LEFT_RIGHT).save(calibration / f"flipped-{photo.name}")
+    xml = tmp_path / "face-int8.xml"
+    report = export_openvino(face_prototxt, face_caffemodel, xml, calibrate=calibration, images=10)
+    assert report.int8_ops > 10 and report.calibration_images == 4
+    detector = Detector(artifact=xml, threads=2)
+    assert detector.engine.metadata["quantization"]["float_ops"] == ["DetectionOutput"]
+    for photo, expected in face_reference.items():
+        assert_same_faces(detector(photo), expected, min_iou=0.9)
+
+
+def test_bf16_finds_the_same_faces(face_prototxt, face_caffemodel, face_reference, tmp_path):
+    from caffessd.inference.engines.openvino_engine import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX-512 BF16 / AMX)")
+    xml = tmp_path / "face.xml"
+    export_openvino(face_prototxt, face_caffemodel, xml)
+    detector = Detector(artifact=xml, precision="bf16", threads=2)
+    assert detector.engine.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
+    for photo, expected in face_reference.items():
+        assert_same_faces(detector(photo), expected, min_iou=0.9)
