@@ -33,6 +33,8 @@ class NcnnModel:
     outputs: List[str]                      # blobs to extract (DetectionOutput's, or loc/conf/priors)
     raw_outputs: Dict[str, str] = field(default_factory=dict)   # loc/conf/priors -> blob (--raw)
     layer_count: int = 0
+    layer_outputs: Dict[str, List[str]] = field(default_factory=dict)  # Caffe layer -> ncnn blobs of its tops
+    detections: Optional[str] = None        # DetectionOutput's blob (None for --raw or a net without one)
 
 
 def _last_writers(layers) -> Dict[str, str]:
@@ -60,6 +62,7 @@ def to_ncnn(net: Net, *, raw: bool = False, fp16: bool = False, input_shapes: Op
             raise CaffessdError(f"input '{name}' has shape {list(shape)}; the ncnn export takes N,C,H,W images")
         graph.add_input(name, shape)
     detection = None
+    layer_outputs: Dict[str, List[str]] = {}
     for info in net.walk(shapes):
         layer = info.layer
         if layer.type in DATA_LAYER_TYPES:
@@ -76,7 +79,10 @@ def to_ncnn(net: Net, *, raw: bool = False, fp16: bool = False, input_shapes: Op
         if any(info.param_shapes) and not info.weights:
             raise CaffessdError(f"layer '{layer.name}' ({layer.type}) has no weights; load the net with its caffemodel")
         write(graph, info)
-    raw_outputs = {}
+        layer_outputs[layer.name] = [graph.bottom(top) for top in layer.top]
+    raw_outputs, detections = {}, None
+    if detection is not None and not raw:
+        detections = layer_outputs[detection.name][0]
     if raw and detection is not None:
         raw_outputs = {key: graph.bottom(blob) for key, blob in zip(RAW_OUTPUTS, detection.bottom)}
         outputs = list(raw_outputs.values())
@@ -84,7 +90,7 @@ def to_ncnn(net: Net, *, raw: bool = False, fp16: bool = False, input_shapes: Op
         outputs = graph.outputs()
     param, weights = graph.serialize(fp16)
     return NcnnModel(param, weights, {k: list(v) for k, v in shapes.items()}, outputs, raw_outputs,
-                     len(graph.with_splits()))
+                     len(graph.with_splits()), layer_outputs, detections)
 
 
 def convert(prototxt, caffemodel, **kw) -> NcnnModel:

@@ -47,7 +47,7 @@ def planned_paths(prototxt, output) -> Tuple[Path, Path, Path]:
 def export_ncnn(prototxt, caffemodel, output, *, raw: bool = False, fp16: bool = False, fold_bn: bool = False,
                 metadata: Optional[dict] = None, input_size: Optional[Tuple[int, int]] = None) -> NcnnExport:
     """Convert and write. `metadata`: preprocessing and labels to record
-    (caffessd.commands.export_options.resolve_preprocessing); `input_size`
+    (caffessd.commands.export_options.export_metadata); `input_size`
     (width, height) converts for another input size."""
     param_path, bin_path, json_path = planned_paths(prototxt, output)
     refuse_overwriting([("the ncnn param file", param_path), ("the ncnn weights", bin_path),
@@ -69,7 +69,7 @@ def export_ncnn(prototxt, caffemodel, output, *, raw: bool = False, fp16: bool =
     facts = export_facts(net, raw=raw and bool(model.raw_outputs), input_shapes=model.inputs,
                          preprocessing=metadata)
     facts["ncnn"] = {"param": param_path.name, "bin": bin_path.name, "inputs": list(model.inputs),
-                     "outputs": model.outputs, "raw_outputs": model.raw_outputs,
+                     "outputs": model.outputs, "detections": model.detections, "raw_outputs": model.raw_outputs,
                      "weights": "float16" if fp16 else "float32", "layers": model.layer_count}
     protoio.atomic_write_many([(param_path, model.param), (bin_path, model.weights),
                                (json_path, sidecar_text(facts))])

@@ -46,10 +46,13 @@ def pooling(graph, info):
         beyond = (caffe_out - 1) * s + k - (size + 2 * p)   # how far the last window passes the padded input
         overhang.append(beyond > 0)
         if caffe_out != ceil_out:
-            if p + beyond < 0:
-                raise refuse(info, "its output size needs a negative padding in ncnn")
-            params[5] = 1   # explicit padding, right/bottom sized to Caffe's output
-            params[14 if axis == 1 else 15] = p + beyond
+            # Explicit right/bottom padding giving Caffe's count (never negative:
+            # a shorter padding that still floors to it is as good).
+            right = max(0, p + beyond)
+            if (size + p + right - k) // s + 1 != caffe_out:
+                raise refuse(info, "no ncnn padding gives Caffe's output size")
+            params[5] = 1
+            params[14 if axis == 1 else 15] = right
     if params.get(5) == 1:
         params.setdefault(14, int(pad[1]))
         params.setdefault(15, int(pad[0]))

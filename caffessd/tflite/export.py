@@ -39,7 +39,7 @@ def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision:
                   metadata: Optional[dict] = None, input_size: Optional[Tuple[int, int]] = None,
                   threads: int = 2) -> TfliteExport:
     """Convert and write. `metadata`: preprocessing and labels to record
-    (caffessd.commands.export_options.resolve_preprocessing); int8 calibrates
+    (caffessd.commands.export_options.export_metadata); int8 calibrates
     on up to `calibration_images` images of `calibrate` (a folder or an LMDB),
     prepared with that preprocessing."""
     path, json_path = output_paths(output)

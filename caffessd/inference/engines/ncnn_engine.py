@@ -54,13 +54,15 @@ class NcnnEngine(Engine):
         self._ncnn = ncnn
         self.input_name = facts["inputs"][0]
         self.output_names = list(facts["outputs"])
+        self.detections = facts.get("detections")
         self.raw_outputs = dict(facts.get("raw_outputs") or {})
         self.input_format = BLOB
         self.batch = None          # any number: one extraction per image
         return self
 
-    def _extract(self, image: np.ndarray, names) -> Dict[str, np.ndarray]:
-        """The named blobs for one CHW image (one Extractor per call: thread-safe)."""
+    def blobs(self, image: np.ndarray, names) -> Dict[str, np.ndarray]:
+        """The named ncnn blobs (any of the model's, as flat arrays in Caffe's
+        memory order) for one C,H,W image. One Extractor per call: thread-safe."""
         extractor = self.net.create_extractor()
         try:
             extractor.input(self.input_name, self._ncnn.Mat(np.ascontiguousarray(image, np.float32)))
@@ -78,11 +80,13 @@ class NcnnEngine(Engine):
             extractor.clear()
 
     def run(self, blob: np.ndarray) -> np.ndarray:
+        if not self.detections:
+            raise FormatError(self.path, "has no DetectionOutput (exported with --raw?)")
         rows = []
         for index, image in enumerate(np.asarray(blob, np.float32)):
-            detections = self._extract(image, self.output_names[:1])[self.output_names[0]].reshape(-1)
+            detections = self.blobs(image, [self.detections])[self.detections].reshape(-1)
             if detections.size % 6:
-                raise FormatError(self.path, f"output '{self.output_names[0]}' is not DetectionOutput rows of 6")
+                raise FormatError(self.path, f"blob '{self.detections}' is not DetectionOutput rows of 6")
             detections = detections.reshape(-1, 6)
             rows.append(np.concatenate([np.full((len(detections), 1), index, np.float32), detections], axis=1))
         return np.concatenate(rows) if rows else np.zeros((0, 7), np.float32)
@@ -91,7 +95,7 @@ class NcnnEngine(Engine):
         """For one image: the --raw outputs as loc, conf, priors in the ONNX --raw
         export's shapes; otherwise every output blob by its name."""
         names = list(self.raw_outputs.values()) or self.output_names
-        found = self._extract(np.asarray(blob, np.float32)[0], names)
+        found = self.blobs(np.asarray(blob, np.float32)[0], names)
         if self.raw_outputs:
             shapes = {"loc": (1, -1), "conf": (1, -1), "priors": (1, 2, -1)}
             return {key: found[name].reshape(shapes[key]) for key, name in self.raw_outputs.items()}
