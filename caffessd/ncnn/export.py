@@ -12,7 +12,7 @@ from caffessd.errors import CaffessdError
 from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
 from caffessd.ncnn.converter import NcnnModel, to_ncnn
 from caffessd.net import Net
-from caffessd.onnxconv.facts import export_facts
+from caffessd.onnxconv.facts import export_facts, net_metadata
 from caffessd.outputs import file_name_for, refuse_overwriting
 
 PARAM_SUFFIX, BIN_SUFFIX = ".param", ".bin"
@@ -47,7 +47,7 @@ def planned_paths(prototxt, output) -> Tuple[Path, Path, Path]:
 def export_ncnn(prototxt, caffemodel, output, *, raw: bool = False, fp16: bool = False, fold_bn: bool = False,
                 metadata: Optional[dict] = None, input_size: Optional[Tuple[int, int]] = None) -> NcnnExport:
     """Convert and write. `metadata`: preprocessing and labels to record
-    (caffessd.commands.export_options.export_metadata); `input_size`
+    (caffessd.commands.export_options.export_metadata; None: the net's own); `input_size`
     (width, height) converts for another input size."""
     param_path, bin_path, json_path = planned_paths(prototxt, output)
     refuse_overwriting([("the ncnn param file", param_path), ("the ncnn weights", bin_path),
@@ -67,7 +67,7 @@ def export_ncnn(prototxt, caffemodel, output, *, raw: bool = False, fp16: bool =
     shapes = _input_shapes(net, prototxt, input_size)
     model = to_ncnn(net, raw=raw, fp16=fp16, input_shapes=shapes)
     facts = export_facts(net, raw=raw and bool(model.raw_outputs), input_shapes=model.inputs,
-                         preprocessing=metadata)
+                         preprocessing=net_metadata(prototxt) if metadata is None else metadata)
     facts["ncnn"] = {"param": param_path.name, "bin": bin_path.name, "inputs": list(model.inputs),
                      "outputs": model.outputs, "detections": model.detections, "raw_outputs": model.raw_outputs,
                      "weights": "float16" if fp16 else "float32", "layers": model.layer_count}

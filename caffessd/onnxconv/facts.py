@@ -27,3 +27,15 @@ def export_facts(net, *, raw: bool, input_shapes: Dict[str, tuple], preprocessin
         values.setdefault("input_size", [int(first[3]), int(first[2])])
     facts.update(normalise_preprocessing(values))
     return facts
+
+
+def net_metadata(prototxt) -> Dict[str, Any]:
+    """The preprocessing an export records when the caller gives none: the
+    net's own (its caffessd note or a train/test prototxt beside it, as
+    detect reads it), else only the channel order (BGR), as export-onnx does."""
+    from caffessd.netprep import net_preprocessing
+
+    own = net_preprocessing(prototxt)
+    if own.assumed:
+        return {"channel_order": "BGR", "mean": None, "scale": None}
+    return {"channel_order": "RGB" if own.rgb else "BGR", "mean": list(own.mean), "scale": own.scale}

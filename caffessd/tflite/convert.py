@@ -53,8 +53,10 @@ def _executor(net: Net, shapes: Dict[str, tuple]):
     return TFNet(net.param, "TEST", ParamStore(), initial=net.weights, source=net.source, input_shapes=shapes)
 
 
-def _forward(tfnet, input_blob: str, image, stop_types=()):
-    """Run the executor's layers on an NHWC `image`; returns the ForwardContext."""
+def _forward(tfnet, input_blob: str, image):
+    """Run the executor's layers on an NHWC `image`; returns the ForwardContext.
+    MAX pooling is built quantization-friendly (caffessd.tflite.pooling)."""
+    from caffessd.tflite.pooling import pooling
     from caffessd.train.executor import BUILDERS
     from caffessd.train.executor.context import NHWC, ForwardContext
     from caffessd.train.executor.net import EVALUATION_TYPES, INPUT_TYPES
@@ -64,7 +66,10 @@ def _forward(tfnet, input_blob: str, image, stop_types=()):
     for info in tfnet.infos:
         if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
             continue
-        BUILDERS[info.type](ctx, info)
+        if info.type == "Pooling":
+            pooling(ctx, info, BUILDERS["Pooling"])
+        else:
+            BUILDERS[info.type](ctx, info)
     return ctx
 
 
@@ -87,7 +92,11 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
     shapes = _one_image(net, input_shapes)
     input_blob, shape = next(iter(shapes.items()))
     tfnet = _executor(net, shapes)
-    detection = next((layer for layer in net.param.layer if layer.type == "DetectionOutput"), None)
+    detections = [layer for layer in net.param.layer if layer.type == "DetectionOutput"]
+    if len(detections) > 1:
+        raise CaffessdError(f"{net.source or 'the net'}: {len(detections)} DetectionOutput layers "
+                            f"({', '.join(d.name for d in detections)}); a TFLite detector has one")
+    detection = detections[0] if detections else None
     if detection is None and not extra_outputs:
         raise CaffessdError(f"{net.source or 'the net'}: no DetectionOutput layer; the TFLite export needs an SSD "
                             "deploy net")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from caffessd import protoio
 from caffessd.errors import CaffessdError
 from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
 from caffessd.net import Net
-from caffessd.onnxconv.facts import export_facts
+from caffessd.onnxconv.facts import export_facts, net_metadata
 from caffessd.outputs import refuse_overwriting
 from caffessd.tflite.convert import TfliteModel, to_tflite
 
@@ -34,14 +34,25 @@ def output_paths(output) -> Tuple[Path, Path]:
     return output, sidecar_path(output)
 
 
+def require_tensorflow() -> None:
+    """One line naming the extra when TensorFlow (the converter) is missing."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise CaffessdError("export-tflite converts with TensorFlow, which is not installed: "
+                            "pip install 'caffessd[tf]'") from None
+
+
 def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision: str = "float32",
                   nms: str = "regular", calibrate=None, calibration_images: int = CALIBRATION_IMAGES,
                   metadata: Optional[dict] = None, input_size: Optional[Tuple[int, int]] = None,
-                  threads: int = 2) -> TfliteExport:
+                  threads: int = 2, extra_outputs: Sequence[str] = ()) -> TfliteExport:
     """Convert and write. `metadata`: preprocessing and labels to record
-    (caffessd.commands.export_options.export_metadata); int8 calibrates
+    (caffessd.commands.export_options.export_metadata; None: the net's own); int8 calibrates
     on up to `calibration_images` images of `calibrate` (a folder or an LMDB),
-    prepared with that preprocessing."""
+    prepared with that preprocessing. `extra_outputs`: Caffe blobs also
+    exposed as outputs after the model's own (for checking a model against
+    another runtime blob by blob)."""
     path, json_path = output_paths(output)
     refuse_overwriting([("the TFLite model", path), ("the metadata file", json_path)],
                        [("prototxt", prototxt), ("caffemodel", caffemodel), ("calibration input", calibrate)])
@@ -51,13 +62,14 @@ def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision:
         raise CaffessdError("--int8 needs --calibrate DIR_OR_LMDB: images to choose the int8 ranges from")
     if calibrate is not None and precision != "int8":
         raise CaffessdError("--calibrate is only used with --int8")
+    require_tensorflow()
     net = Net.load(prototxt, caffemodel)
     shapes = _input_shapes(net, prototxt, input_size)
     facts = export_facts(net, raw=raw, input_shapes=shapes or {k: (1, *v[1:]) for k, v in net.input_shapes().items()},
-                         preprocessing=metadata)
+                         preprocessing=net_metadata(prototxt) if metadata is None else metadata)
     blobs = _calibration(calibrate, calibration_images, facts, threads) if precision == "int8" else None
     model = to_tflite(net, raw=raw, precision=precision, nms=nms, input_shapes=shapes,
-                      representative=(lambda: iter(blobs)) if blobs else None)
+                      representative=(lambda: iter(blobs)) if blobs else None, extra_outputs=extra_outputs)
     facts["tflite"] = {"input": model.input_name, "input_layout": "NHWC", "input_shape": model.input_shape,
                        "outputs": model.outputs, "precision": precision, "nms": nms if not raw else None,
                        "postprocess": model.postprocess, "calibration_images": len(blobs or [])}

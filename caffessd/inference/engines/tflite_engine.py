@@ -12,6 +12,8 @@ each thread gets its own (detect --streams).
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from pathlib import Path
 from typing import Dict, Optional
@@ -56,7 +58,8 @@ class TfliteEngine(Engine):
         except OSError as exc:
             raise FormatError(self.path, f"cannot read it ({exc.strerror or exc})") from None
         self._local = threading.local()
-        self._interpreter()          # load now: a bad file fails at open, not at the first image
+        with _quiet_stderr():        # LiteRT prints an INFO line on its first interpreter of a process
+            self._interpreter()      # load now: a bad file fails at open, not at the first image
         self.outputs_by_name = list(facts["outputs"])
         self.full = self.outputs_by_name[:4] == list(DETECTION_OUTPUTS)
         self.input_format = BLOB
@@ -107,6 +110,27 @@ class TfliteEngine(Engine):
         """Every output of the model for the first image, by name (raw
         exports: loc, conf, priors in the ONNX --raw export's shapes)."""
         return self._invoke(np.asarray(blob, np.float32)[0], self.outputs_by_name)
+
+
+class _quiet_stderr:
+    """Silence file descriptor 2 (C++ logging) for the duration of a block."""
+
+    def __enter__(self):
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            self.saved = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False
 
 
 ENGINE = TfliteEngine
