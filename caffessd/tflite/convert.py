@@ -45,12 +45,18 @@ class TfliteModel:
 def _executor(net: Net, shapes: Dict[str, tuple]):
     """The TEST-phase TensorFlow executor of `net`, refusing types it has no builder for."""
     from caffessd.train.executor import BUILDERS, ParamStore, TFNet
+    from caffessd.train.tfimport import tensorflow
     from caffessd.train.executor.net import EVALUATION_TYPES, INPUT_TYPES
 
     for layer in net.param.layer:
         if layer.type not in BUILDERS and layer.type not in INPUT_TYPES | EVALUATION_TYPES:
             raise UnsupportedLayerError(layer.name, layer.type, "expressible in TFLite by caffessd's exporter")
-    return TFNet(net.param, "TEST", ParamStore(), initial=net.weights, source=net.source, input_shapes=shapes)
+    tfnet = TFNet(net.param, "TEST", ParamStore(), initial=net.weights, source=net.source, input_shapes=shapes)
+    # The weights go into the graph as constants: nothing for the converter to freeze.
+    tf = tensorflow()
+    tfnet.constants = {name: [tf.constant(v.numpy()) for v in variables]
+                       for name, variables in tfnet.store.variables.items()}
+    return tfnet
 
 
 def _forward(tfnet, input_blob: str, image):
@@ -61,7 +67,7 @@ def _forward(tfnet, input_blob: str, image):
     from caffessd.train.executor.context import NHWC, ForwardContext
     from caffessd.train.executor.net import EVALUATION_TYPES, INPUT_TYPES
 
-    ctx = ForwardContext(tfnet.store.variables, training=False, update_stats=False)
+    ctx = ForwardContext(tfnet.constants, training=False, update_stats=False)
     ctx.feed(input_blob, image, NHWC)
     for info in tfnet.infos:
         if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
@@ -103,7 +109,9 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
     nhwc = [1, int(shape[2]), int(shape[3]), int(shape[1])]
     post = None
     if detection is not None and not raw:
-        priors = _forward(tfnet, input_blob, tf.zeros(nhwc)).get(detection.bottom[2]).numpy()
+        priors = _constant_blob(tfnet, detection.bottom[2])
+        if priors is None:     # not the usual PriorBox -> Concat chain: run the net once
+            priors = _forward(tfnet, input_blob, tf.zeros(nhwc)).get(detection.bottom[2]).numpy()
         settings = detection_settings(detection, dict(getattr(net, "notes", None) or {}))
         post = post_process(detection, settings, priors, nms)
     names = list(RAW_OUTPUTS if post is None else FULL_OUTPUTS)[: 0 if detection is None else None]
@@ -112,6 +120,38 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
     content = _convert(tf, tfnet, function, precision, representative, custom_ops=post is not None)
     content = _name_outputs(content, names)
     return TfliteModel(content, input_blob, nhwc, names, dict(post.attributes) if post else {}, precision)
+
+
+def _constant_blob(tfnet, blob: str) -> Optional[np.ndarray]:
+    """The value of a blob computed from PriorBox layers only (through Concat,
+    Flatten, Reshape, Split), in numpy; None for anything else."""
+    from caffessd.onnxconv.priors import prior_boxes
+
+    writers = {}
+    for info in tfnet.infos:
+        for top in info.layer.top:
+            writers[top] = info
+
+    def value(name):
+        info = writers.get(name)
+        if info is None:
+            return None
+        if info.type == "PriorBox":
+            feature, image = info.input_shapes[0], info.input_shapes[1]
+            return prior_boxes(info.layer.prior_box_param, feature[2:4], image[2:4])
+        inputs = [value(b) for b in info.layer.bottom]
+        if any(v is None for v in inputs):
+            return None
+        if info.type == "Concat":
+            param = info.layer.concat_param
+            axis = param.axis if param.HasField("axis") or not param.HasField("concat_dim") else param.concat_dim
+            return np.concatenate(inputs, axis=axis)
+        if info.type in ("Flatten", "Reshape"):
+            return inputs[0].reshape(info.output_shapes[0])
+        if info.type == "Split":
+            return inputs[0]
+        return None
+    return value(blob)
 
 
 def _one_image(net: Net, input_shapes) -> Dict[str, tuple]:
@@ -164,9 +204,7 @@ def _placeholder_postprocess(box_encodings, class_predictions, anchors):
 
 
 def _convert(tf, tfnet, function, precision, representative, custom_ops: bool) -> bytes:
-    module = tf.Module()
-    module.blobs = [v for variables in tfnet.store.variables.values() for v in variables]
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
     converter.allow_custom_ops = custom_ops
     if precision == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
