@@ -13,7 +13,6 @@ MobileNetV2-SSD 640 on chosen feature layers). For each:
   0.5 px, scores within 1e-3, near-ties handled as tests/engine_parity.py says.
 int8 (NNCF) and bf16: the same faces on the bundled photos, IoU >= 0.9.
 """
-import numpy as np
 import pytest
 
 pytest.importorskip("openvino")
@@ -21,9 +20,9 @@ pytest.importorskip("openvino")
 from caffessd import protoio  # noqa: E402
 from caffessd.generators import SSDConfig, build_net  # noqa: E402
 from caffessd.onnxconv import convert  # noqa: E402
-from caffessd.openvino import export_openvino  # noqa: E402
-from caffessd.preprocess import Preprocessing, load_image  # noqa: E402
-from caffessd.runtime import Detector  # noqa: E402
+from caffessd.export.openvino import export_openvino  # noqa: E402
+from caffessd.image.preprocess import Preprocessing, load_image  # noqa: E402
+from caffessd.inference.detector import Detector  # noqa: E402
 from engine_parity import assert_blobs_close, assert_same_faces, match_detections  # noqa: E402
 from onnx_parity import build_net as random_net  # noqa: E402
 
@@ -66,7 +65,7 @@ def _exports(nets, name, folder):
 @pytest.mark.parametrize("name", ["face", *NETS])
 def test_ir_equals_onnxruntime(name, nets, tmp_path, face_photos):
     from caffessd.inference.engines import open_engine
-    from caffessd.preprocess import make_blob, resize_linear
+    from caffessd.image.preprocess import make_blob, resize_linear
 
     paths = _exports(nets, name, tmp_path)
     onnx_raw, xml_raw = paths["raw"]
@@ -113,6 +112,7 @@ def face_reference(face_photos):
 def test_int8_ir_finds_the_same_faces(face_prototxt, face_caffemodel, face_photos, face_reference, tmp_path):
     from PIL import Image
 
+    pytest.importorskip("nncf")
     calibration = tmp_path / "calibration"
     calibration.mkdir()
     for photo in face_photos:  # the photos and their mirror images

@@ -6,6 +6,9 @@ import click
 from caffessd.commands.export_options import export_metadata, input_shape_for_size, preprocessing_options
 from caffessd.commands.options import max_memory_option, optional_floats, parse_size
 from caffessd.errors import CaffessdError
+from caffessd.util.files import atomic_write, check_writable
+from caffessd.net import Net
+from caffessd.util.outputs import refuse_overwriting
 
 
 @click.command("export-onnx")
@@ -31,8 +34,6 @@ from caffessd.errors import CaffessdError
 def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, swap_rb, labels, batch, image_input,
             image_order, image_resize):
     """Convert PROTOTXT + CAFFEMODEL to an ONNX model (checked with onnx.checker)."""
-    from caffessd import protoio
-    from caffessd.net import Net
     from caffessd.onnxconv import to_onnx
 
     if image_input and raw:
@@ -40,10 +41,9 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
     optional_floats(mean, "--mean")  # a bad --mean fails before any file is read
     if input_size:
         parse_size(input_size, "--input-size")
-    from caffessd.outputs import refuse_overwriting
 
     refuse_overwriting([("-o", output)], [("prototxt", prototxt), ("caffemodel", caffemodel), ("labelmap", labels)])
-    protoio.check_writable(output)
+    check_writable(output)
     net = Net.load(prototxt, caffemodel)
     input_shapes = input_shape_for_size(net, prototxt, input_size)
     if batch == DYNAMIC and (raw or image_input):
@@ -58,7 +58,7 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
         model = with_dynamic_batch(model)
     if image_input:
         model = _with_image_input(model, prototxt, metadata, image_order.lower() == "rgb", image_resize)
-    protoio.atomic_write(output, model.SerializeToString())
+    atomic_write(output, model.SerializeToString())
     outputs = ", ".join(o.name for o in model.graph.output)
     if origin:
         click.echo(origin, err=True)

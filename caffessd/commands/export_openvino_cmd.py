@@ -5,6 +5,9 @@ import click
 
 from caffessd.commands.export_options import export_metadata, input_shape_for_size, preprocessing_options
 from caffessd.commands.options import max_memory_option, optional_floats, parse_size
+from caffessd.net import Net
+from caffessd.util.files import check_writable
+from caffessd.util.outputs import refuse_overwriting
 
 
 @click.command("export-openvino")
@@ -26,10 +29,7 @@ def command(prototxt, caffemodel, output, raw, input_size, mean, scale, swap_rb,
     preprocessing in the graph (PrePostProcessor), OpenVINO's DetectionOutput,
     caffessd's metadata in rt_info; `--int8 --calibrate DIR_OR_LMDB` quantizes
     with NNCF (DetectionOutput kept float)."""
-    from caffessd import protoio
-    from caffessd.net import Net
-    from caffessd.openvino import export_openvino
-    from caffessd.outputs import refuse_overwriting
+    from caffessd.export.openvino import export_openvino
 
     if int8 != bool(calibrate):
         raise click.UsageError("--int8 and --calibrate go together (int8 needs pictures to calibrate on)")
@@ -43,8 +43,8 @@ def command(prototxt, caffemodel, output, raw, input_size, mean, scale, swap_rb,
     refuse_overwriting([("-o", output), ("the IR weights", weights_file)],
                        [("prototxt", prototxt), ("caffemodel", caffemodel), ("labelmap", labels),
                         ("--calibrate", calibrate)])
-    protoio.check_writable(output)
-    protoio.check_writable(weights_file)
+    check_writable(output)
+    check_writable(weights_file)
     shape = input_shape_for_size(Net.load(prototxt), prototxt, input_size)
     metadata, origin = export_metadata(prototxt, mean, scale, swap_rb, labels)
     report = export_openvino(prototxt, caffemodel, output, metadata=metadata, input_shapes=shape, raw=raw,

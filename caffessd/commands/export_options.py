@@ -8,7 +8,10 @@ from typing import Optional, Tuple
 
 import click
 
-from caffessd.commands.options import optional_floats
+from caffessd import protoio
+from caffessd.commands.options import optional_floats, parse_size
+from caffessd.errors import CaffessdError
+from caffessd.netprep import NetPreprocessing, net_preprocessing
 
 
 def preprocessing_options(command):
@@ -32,8 +35,6 @@ def export_metadata(prototxt, mean: Optional[str], scale: Optional[float], swap_
     options nor the net say) and labels for the exporters' metadata; origin is
     a line saying what came from the net ("" when nothing did), printed once
     the artifact is written."""
-    from caffessd import protoio
-
     mean_values = optional_floats(mean, "--mean")
     mean_values, scale, swap_rb, origin = net_own_preprocessing(prototxt, mean_values, scale, swap_rb)
     metadata = {"channel_order": "RGB" if swap_rb else "BGR", "mean": mean_values, "scale": scale}
@@ -46,8 +47,6 @@ def net_own_preprocessing(prototxt, mean, scale, rgb):
     """Options win; what they leave open comes from the net's caffessd note or a
     train/test prototxt beside it (caffessd.netprep). Also returns a line
     saying so ("" when nothing came from the net)."""
-    from caffessd.netprep import NetPreprocessing, net_preprocessing
-
     own = net_preprocessing(prototxt)
     given = [value is not None for value in (mean, scale, rgb)]
     if own.assumed or all(given):
@@ -63,9 +62,6 @@ def net_own_preprocessing(prototxt, mean, scale, rgb):
 def input_shape_for_size(net, prototxt, input_size: Optional[str]):
     """The (N, C, H, W) shape to convert for with `--input-size WxH` (None:
     as the prototxt declares)."""
-    from caffessd.commands.options import parse_size
-    from caffessd.errors import CaffessdError
-
     if not input_size:
         return None
     width, height = parse_size(input_size, "--input-size")

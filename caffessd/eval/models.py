@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.protoio import read_labelmap, read_prototxt
 
 ModelArg = Union["Detector", str, Path, tuple]
 
@@ -18,7 +19,7 @@ ModelArg = Union["Detector", str, Path, tuple]
 @dataclass
 class LoadedModel:
     name: str
-    detector: object               # caffessd.runtime.Detector (any engine)
+    detector: object               # caffessd.inference.detector.Detector (any engine)
     label_names: Dict[int, str]    # label id -> dataset class name
     source: str
 
@@ -29,7 +30,7 @@ def load_detector(model: ModelArg, threshold: float, threads: Optional[int] = No
     detector), a Detector, a (prototxt, caffemodel) pair, or an exported file
     of any engine (.onnx, OpenVINO .xml, ncnn .param, .tflite; `engine` names
     the runtime when the file type is not enough)."""
-    from caffessd.runtime import Detector
+    from caffessd.inference.detector import Detector
 
     options = {"threads": threads, "engine": engine, "device": device, "precision": precision}
     if model is None:   # the embedded face detector, with its labels
@@ -52,8 +53,6 @@ def load_detector(model: ModelArg, threshold: float, threads: Optional[int] = No
 
 def caffe_num_classes(prototxt) -> Optional[int]:
     """DetectionOutput's num_classes in a deploy prototxt."""
-    from caffessd.protoio import read_prototxt
-
     for layer in read_prototxt(prototxt).layer:
         if layer.type == "DetectionOutput":
             return int(layer.detection_output_param.num_classes)
@@ -74,8 +73,6 @@ def name_labels(detector, dataset_classes: Sequence[str], labelmap: Optional[Pat
     """label id -> dataset class name, checked against the dataset's classes."""
     known = set(dataset_classes)
     if labelmap is not None:
-        from caffessd.protoio import read_labelmap
-
         names = {}
         for item in read_labelmap(labelmap).item:
             names[item.label] = item.name if item.name in known or not item.display_name else item.display_name

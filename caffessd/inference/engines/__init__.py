@@ -13,6 +13,10 @@ is simply not available, so adding an engine is adding its module.
 An engine's runtime is an optional extra (caffessd[openvino], [ncnn],
 [tflite]); asking for one that is not installed is one line naming it
 (caffessd.inference.engines.base.MissingRuntime).
+
+May import: util, the core, image/ and onnxconv/ (an engine reads caffessd's
+ONNX metadata); each runtime only inside functions. Never exporters
+(caffessd.export) or anything above inference/.
 """
 from __future__ import annotations
 
@@ -66,6 +70,9 @@ def known_engines() -> List[Type[Engine]]:
 def engine_for_path(path) -> Type[Engine]:
     """The engine that opens `path` by its file type (suffix)."""
     suffix = Path(path).suffix.lower()
+    if suffix in (".prototxt", ".caffemodel"):
+        raise FormatError(path, "is part of a Caffe model, not an exported one (.onnx, .xml, ...): give a Caffe "
+                                "model as its deploy prototxt and caffemodel (--model/--weights)")
     engines = known_engines()
     for engine in engines:
         if suffix in engine.suffixes:

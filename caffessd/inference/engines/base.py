@@ -39,21 +39,22 @@ PRECISIONS = ("f32", "bf16", "f16")
 class MissingRuntime(CaffessdError):
     """An engine whose runtime library is not installed: one line naming the extra."""
 
-    def __init__(self, engine: str, package: str, extra: str):
+    def __init__(self, engine: str, package: str, extra: str, who: Optional[str] = None):
         self.engine, self.package, self.extra = engine, package, extra
-        super().__init__(f"the {engine} engine needs the '{package}' package, which is not installed: "
+        super().__init__(f"{who or f'the {engine} engine'} needs the '{package}' package, which is not installed: "
                          f"pip install 'caffessd[{extra}]'")
 
 
-def require_runtime(module: str, engine: str, extra: str, package: Optional[str] = None):
-    """Import and return `module`, or raise MissingRuntime naming the extra.
+def require_runtime(module: str, engine: str, extra: str, package: Optional[str] = None, who: Optional[str] = None):
+    """Import and return `module`, or raise MissingRuntime naming the extra
+    (`who` replaces "the <engine> engine" in the message: "export-openvino --int8").
     Only a missing top-level package counts as missing: a runtime that is
     installed but broken re-raises its own error (it needs a different fix)."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name and module.split(".")[0] == exc.name.split(".")[0]:
-            raise MissingRuntime(engine, package or module.split(".")[0], extra) from None
+            raise MissingRuntime(engine, package or module.split(".")[0], extra, who) from None
         raise
 
 

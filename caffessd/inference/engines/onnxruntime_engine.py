@@ -74,7 +74,7 @@ def check_started(session, device: str, source) -> None:
 
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
-    extra = "gpu"           # only --device cuda/tensorrt need more than the core install
+    extra = ""              # a core dependency; --device cuda/tensorrt need the onnxruntime-gpu build instead
     suffixes = (".onnx",)
     devices = tuple(PROVIDERS)
     precisions = ("f32", "f16")
@@ -96,10 +96,10 @@ class OnnxRuntimeEngine(Engine):
                    cache: Optional[Path] = None) -> "OnnxRuntimeEngine":
         """An engine for a loaded onnx.ModelProto (`path` names it in errors;
         None for a model converted in memory). `optimized_path`: onnxruntime's
-        optimised graph is cached there (CPU only, see caffessd.deploy.session)."""
+        optimised graph is cached there (CPU only, see caffessd.inference.session)."""
         import onnxruntime as ort
 
-        from caffessd.deploy.session import make_session
+        from caffessd.inference.session import make_session
         from caffessd.onnxconv import read_metadata
 
         self = cls()

@@ -16,8 +16,9 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from caffessd.errors import CaffessdError
+from caffessd.image.preprocess import Preprocessing
 from caffessd.inference.engines.openvino_engine import INPUT_NAME, OUTPUT_NAME, openvino
-from caffessd.preprocess import Preprocessing
+from caffessd.onnxconv import read_metadata, to_onnx
 
 
 def native_detection_output(settings: Dict[str, Any]) -> bool:
@@ -115,8 +116,6 @@ def build_model(net, metadata: Dict[str, Any], input_shapes=None, raw: bool = Fa
     """(ov.Model without preprocessing, its caffessd metadata) for a loaded
     Caffe net. The metadata is the ONNX export's (onnxconv.read_metadata),
     plus "openvino": how DetectionOutput was built."""
-    from caffessd.onnxconv import read_metadata, to_onnx
-
     detection = next((layer for layer in net.layers if layer.type == "DetectionOutput"), None)
     if detection is None and not raw:
         raise CaffessdError("the net has no DetectionOutput layer; detection needs an SSD deploy net "

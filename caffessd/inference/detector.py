@@ -22,8 +22,12 @@ import numpy as np
 
 from caffessd import __version__
 from caffessd.errors import CaffessdError, FormatError
-from caffessd.preprocess import Preprocessing, load_image, make_blob, resize_linear
-from caffessd.protoio import atomic_write, read_bytes
+from caffessd.image.preprocess import Preprocessing, load_image, make_blob, resize_linear
+from caffessd.inference.engines import IMAGE, engine_class, engine_for_path, open_engine
+from caffessd.util.files import read_bytes
+from caffessd.resources import bundled
+from caffessd.net import Net
+from caffessd.netprep import net_preprocessing
 
 
 @dataclass
@@ -54,8 +58,6 @@ class ModelSpec:
 
 def default_model() -> ModelSpec:
     """The embedded YuFaceDetectNet (BSD-3-Clause, models/yufacedetectnet)."""
-    from caffessd.resources import bundled
-
     return ModelSpec(
         prototxt=bundled("yufacedetectnet", "yufacedetectnet-open-v2.prototxt"),
         caffemodel=bundled("yufacedetectnet", "yufacedetectnet-open-v2.caffemodel"),
@@ -66,8 +68,6 @@ def default_model() -> ModelSpec:
 
 
 def sample_image() -> Path:
-    from caffessd.resources import bundled
-
     return bundled("yufacedetectnet", "keliamoniz1.jpg")
 
 
@@ -88,7 +88,7 @@ def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
 
 def convert_cached(spec: ModelSpec, directory: Optional[Path] = None, batch: int = 1) -> Tuple[Optional[Path], bool]:
     """ONNX file for `spec`, converting only when no sound cached copy exists.
-    `batch` > 1 converts for that many images per run (caffessd.deploy.batching).
+    `batch` > 1 converts for that many images per run (caffessd.inference.batching).
 
     Returns (path, converted_now); path is None when the cache folder could
     not be written and the model was converted in memory (see cached_model)."""
@@ -97,9 +97,9 @@ def convert_cached(spec: ModelSpec, directory: Optional[Path] = None, batch: int
 
 
 def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int = 1):
-    """caffessd.modelcache.CachedModel for `spec`: verified by checksum when
+    """caffessd.inference.model_cache.CachedModel for `spec`: verified by checksum when
     read from the cache; converted, run once in onnxruntime, then cached."""
-    from caffessd import modelcache
+    from caffessd.inference import model_cache as modelcache
 
     metadata = spec.preprocessing.to_metadata() if spec.preprocessing else {}
     if spec.labels:
@@ -110,7 +110,6 @@ def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int =
     target = directory / f"{Path(spec.prototxt).stem}{f'-b{batch}' if batch > 1 else ''}-{key}.onnx"
 
     def build() -> bytes:
-        from caffessd.net import Net
         from caffessd.onnxconv import to_onnx
 
         net = Net.load(spec.prototxt, spec.caffemodel)
@@ -124,7 +123,7 @@ def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int =
 def run_once(model: bytes, source) -> None:
     """Load `model` in onnxruntime and run it on zeros; FormatError naming
     `source` when either fails (so no such model gets cached)."""
-    from caffessd.onnxconv import onnx_session
+    from caffessd.inference.session import onnx_session
 
     try:
         session = onnx_session(model, 1)
@@ -229,8 +228,6 @@ class Detector:
     def _preprocessing(self, given: Optional[Preprocessing], metadata: dict) -> Preprocessing:
         """`given`, else the model's own. An engine that normalises in its own
         graph (IMAGE input) cannot take other values than those it was built with."""
-        from caffessd.inference.engines import IMAGE
-
         stored = self._stored_preprocessing(metadata)
         if given is None:
             return stored
@@ -252,8 +249,6 @@ class Detector:
         blob (make_blob), or for an engine that normalises in its graph the
         picture resized to the net's size (uint8 1xHxWx3 BGR), the same
         OpenCV-exact resize either way."""
-        from caffessd.inference.engines import IMAGE
-
         if self.engine.input_format == IMAGE:
             prep = self.preprocessing
             if image.shape[0] != prep.height or image.shape[1] != prep.width:
@@ -271,12 +266,12 @@ class Detector:
         return self.to_detections(rows, bgr.shape[1], bgr.shape[0])
 
     def detect_many(self, images, batch: Optional[int] = None, workers: int = 2, load=None, streams: int = 1):
-        """Yield caffessd.deploy.batching.ImageResult per image, in order:
+        """Yield caffessd.inference.batching.ImageResult per image, in order:
         decoding on `workers` threads overlaps inference, `batch` images per run
         (the model's batch size, see export-onnx --batch), `streams` runs at
         once (fastest over folders: a Detector made with threads=1, streams =
         the number of cores)."""
-        from caffessd.deploy.batching import detect_many
+        from caffessd.inference.batching import detect_many
 
         return detect_many(self, images, batch=batch, workers=workers, streams=streams,
                            **({"load": load} if load else {}))
@@ -297,14 +292,12 @@ class Detector:
 
 def _open_artifact(path: Path, engine: Optional[str], threads, device, precision, cache_root: Path):
     """The engine for an exported file: named, or chosen by its suffix.
-    onnxruntime keeps its optimised graph in the cache (caffessd.deploy.session)."""
-    from caffessd.inference.engines import engine_class, engine_for_path, open_engine
-
+    onnxruntime keeps its optimised graph in the cache (caffessd.inference.session)."""
     if not path.exists():
         raise FormatError(path, "no such model file")
     chosen = engine_class(engine) if engine else engine_for_path(path)
     if chosen.name == "onnxruntime":
-        from caffessd.deploy.session import optimized_cache_path
+        from caffessd.inference.session import optimized_cache_path
         from caffessd.onnxconv.metadata import load_model
 
         model = load_model(path)
@@ -315,13 +308,11 @@ def _open_artifact(path: Path, engine: Optional[str], threads, device, precision
 
 def _open_converted(entry, source: Path, engine: Optional[str], threads, device, precision, cache_root: Path):
     """The engine for a Caffe model's cached ONNX conversion (`entry`, a
-    caffessd.modelcache.CachedModel). Engines that read ONNX take it; the
+    caffessd.inference.model_cache.CachedModel). Engines that read ONNX take it; the
     others need their own export."""
-    from caffessd.inference.engines import engine_class
-
     chosen = engine_class(engine or "onnxruntime")
     if chosen.name == "onnxruntime":
-        from caffessd.deploy.session import optimized_cache_path
+        from caffessd.inference.session import optimized_cache_path
 
         model = _parse_onnx(entry.data, entry.path or source)
         optimized = optimized_cache_path(entry.path, cache_root) if entry.path else None
@@ -360,9 +351,6 @@ def preprocessing_for_net(prototxt) -> Preprocessing:
     """The preprocessing a deploy net expects: its input size, and mean, scale and
     channel order from its caffessd note or a train/test prototxt beside it,
     else mean 0, scale 1, BGR (caffessd.netprep.net_preprocessing)."""
-    from caffessd.net import Net
-    from caffessd.netprep import net_preprocessing
-
     shapes = list(Net.load(prototxt).input_shapes().values())
     if not shapes or len(shapes[0]) != 4:
         raise FormatError(prototxt, "cannot tell the input size: no 4-d input shape")

@@ -1,6 +1,6 @@
 """int8 IRs with NNCF's post-training quantization (the OpenVINO field's
 quantizer): activations calibrated on real pictures preprocessed exactly as
-the model's metadata says (caffessd.deploy.calibration, shared with
+the model's metadata says (caffessd.inference.calibration, shared with
 `caffessd quantize`), weights per channel.
 
 DetectionOutput stays float: NNCF is told to leave it alone (it never
@@ -12,13 +12,15 @@ PrePostProcessor steps are added, so calibration feeds the same blobs
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import List
 
 import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.inference.engines.base import require_runtime
-from caffessd.openvino.build import first_line
+from caffessd.export.openvino.build import first_line
 
 # Op types NNCF must leave in float whatever its defaults.
 FLOAT_OPS = ["DetectionOutput"]
@@ -26,7 +28,8 @@ FLOAT_OPS = ["DetectionOutput"]
 
 def nncf_module():
     """NNCF, or one line naming the extra it comes with."""
-    return require_runtime("nncf", engine="openvino (--int8)", extra="openvino")
+    with _without_torch():
+        return require_runtime("nncf", engine="openvino", extra="openvino", who="export-openvino --int8")
 
 
 def quantize(model, blobs: List[np.ndarray], source):
@@ -34,15 +37,34 @@ def quantize(model, blobs: List[np.ndarray], source):
     nncf = nncf_module()
     import logging
 
-    logging.getLogger("nncf").setLevel(logging.ERROR)  # progress bars and advice on stdout otherwise
+    logging.getLogger("nncf").setLevel(logging.ERROR)  # advice lines otherwise
     dataset = nncf.Dataset(blobs)
     try:
-        return nncf.quantize(model, dataset, subset_size=len(blobs), target_device=nncf.TargetDevice.CPU,
-                             ignored_scope=nncf.IgnoredScope(types=FLOAT_OPS, validate=False))
+        with _without_torch():
+            return nncf.quantize(model, dataset, subset_size=len(blobs), target_device=nncf.TargetDevice.CPU,
+                                 ignored_scope=nncf.IgnoredScope(types=FLOAT_OPS, validate=False))
     except (CaffessdError, KeyboardInterrupt):
         raise
     except Exception as exc:  # NNCF raises its own types
         raise FormatError(source, f"NNCF could not quantize the net: {first_line(exc)}") from None
+
+
+@contextlib.contextmanager
+def _without_torch():
+    """`import nncf` imports torch where it is installed, and nncf.quantize
+    probes a model's framework torch first: for an OpenVINO model that costs
+    seconds (about 10 s of a 13 s import here) and prints a "No CUDA runtime"
+    warning on stderr. Unless this process already uses torch, hide it
+    meanwhile (NNCF then works as on a machine without torch)."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
 
 
 def count_fake_quantize(model) -> int:

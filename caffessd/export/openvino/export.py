@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.export.openvino.build import add_preprocessing, build_model, first_line, preprocessing_of
+from caffessd.export.openvino.quantize import count_fake_quantize, nncf_module, quantize
+from caffessd.inference.calibration import calibration_blobs
 from caffessd.inference.engines.openvino_engine import openvino, set_rt_metadata
-from caffessd.openvino.build import add_preprocessing, build_model, first_line, preprocessing_of
+from caffessd.net import Net
+from caffessd.util.files import atomic_write_many, check_writable
 
 
 @dataclass
@@ -40,20 +44,17 @@ def export_openvino(prototxt, caffemodel, output, *, metadata: Optional[dict] = 
     """Convert the net to OUTPUT (.xml; the weights go to the .bin beside it).
     `metadata`: preprocessing and labels as export-onnx takes them; with
     `calibrate` (a folder of images or an LMDB), int8 by NNCF on `images` of them."""
-    from caffessd.net import Net
-
     output = Path(output)
     if output.suffix.lower() != ".xml":
         raise CaffessdError(f"{output}: an OpenVINO IR is written as NAME.xml (+ NAME.bin); give -o NAME.xml")
     ov = openvino()
+    if calibrate is not None:
+        nncf_module()  # before the net is converted and the pictures read
     net = Net.load(prototxt, caffemodel)
     model, facts = build_model(net, metadata or {}, input_shapes, raw)
     prep = preprocessing_of(facts)
     report = ExportReport(output, output.with_suffix(".bin"), facts)
     if calibrate is not None:
-        from caffessd.deploy.calibration import calibration_blobs
-        from caffessd.openvino.quantize import count_fake_quantize, quantize
-
         blobs = calibration_blobs(calibrate, images, prep)
         model = quantize(model, blobs, calibrate)
         report.int8_ops, report.calibration_images = count_fake_quantize(model), len(blobs)
@@ -66,10 +67,8 @@ def export_openvino(prototxt, caffemodel, output, *, metadata: Optional[dict] = 
 
 def _save(ov, model, output: Path) -> None:
     """ov.save_model into a scratch folder, then both files written beside
-    each other under temporary names and renamed into place together (caffessd.protoio.atomic_write_many): an
+    each other under temporary names and renamed into place together (caffessd.util.files.atomic_write_many): an
     interrupted export leaves no .xml without its .bin."""
-    from caffessd.protoio import atomic_write_many, check_writable
-
     check_writable(output)
     with tempfile.TemporaryDirectory(prefix="caffessd-ir-") as scratch:
         xml = Path(scratch) / "model.xml"

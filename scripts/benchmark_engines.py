@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Every engine caffessd has, against onnxruntime and OpenCV 4.x DNN, in one process.
+
+For MobileNet-SSD 300 and MobileNetV2-SSDLite 300 (gen-model nets with
+--init-weights, as benchmark_deploy.py makes them) and the embedded face
+detector, each variant an engine can run is made with caffessd's own
+exporters, then timed with the same thread count:
+
+- onnxruntime: the ONNX export (fp32) and `caffessd quantize` (int8);
+- OpenVINO: `export-openvino` (f32, bf16 at run time where the CPU computes
+  bf16 natively, and --int8 by NNCF), and the ONNX file itself on OpenVINO;
+- any other engine of the registry (caffessd.inference.engines: ncnn,
+  TFLite) whose runtime is installed and whose `caffessd export-<name>`
+  command exists: fp32, plus --fp16 / --int8 where the command has them;
+- OpenCV 4.x DNN on the Caffe files (cv2.dnn.readNetFromCaffe).
+
+Latency: the median of interleaved blocks of 10 runs on one prepared input
+(inference only; every variant alternates with the others so load drift hits
+all alike). Throughput: caffessd's Detector.detect_many over a folder of
+generated photos (decode, preprocess, inference, 2 decode threads) against an
+OpenCV loop (imread, blobFromImage, forward), images/s and CPU ms per image.
+The CPU's instruction sets are printed first: which engine wins depends on
+them (bf16 needs AVX-512 BF16 or AMX, int8 gains most with VNNI or AMX).
+With --map, `caffessd eval` of the face detector's variants on generated face
+photos with known boxes (VOC07 mAP): what bf16 and int8 cost in accuracy.
+
+    nice python scripts/benchmark_engines.py                          # 2 threads
+    nice python scripts/benchmark_engines.py --runs 30 --photos 100 --map
+
+Needs OpenCV 4.x (test extra) and, for the OpenVINO rows, caffessd[openvino].
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmark_deploy import (GEN_MODELS, MOBILENET_PREP, eval_map, gen_model, generate_photos,  # noqa: E402
+                              throughput_opencv, timed_images, write_list_dataset)
+from benchmark_inference import time_runs  # noqa: E402
+
+from caffessd.inference.engines import known_engines  # noqa: E402
+from caffessd.image.preprocess import load_image, make_blob  # noqa: E402
+from caffessd.inference.detector import Detector, default_model  # noqa: E402
+
+FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+
+
+def cpu_report() -> str:
+    """The CPU's name and which of FLAGS it has (Linux /proc/cpuinfo)."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == "unknown CPU":
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    have = [f for f in FLAGS if f in flags]
+    lacks = [f for f in FLAGS if f not in flags]
+    return f"{name}\n  has: {' '.join(have) or '-'}\n  lacks: {' '.join(lacks) or '-'}"
+
+
+def cli(*args) -> str:
+    """Run a caffessd command in this process; its stdout, or an exception with its error line."""
+    from caffessd.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            if exc.code:
+                raise RuntimeError(err.getvalue().strip().splitlines()[-1:] or f"exit {exc.code}") from None
+    return out.getvalue()
+
+
+def command_options(name: str) -> set:
+    """The option names of `caffessd NAME` (empty when this caffessd has no such command)."""
+    import importlib
+
+    from caffessd.cli import COMMANDS
+
+    module = dict(COMMANDS).get(name)
+    if module is None:
+        return set()
+    return {opt for param in importlib.import_module(module).command.params for opt in param.opts}
+
+
+def prep_args(prep) -> list:
+    return ["--mean", ",".join(f"{v:g}" for v in prep.mean), "--scale", f"{prep.scale:g}",
+            "--swap-rb" if prep.rgb else "--bgr"]
+
+
+def make_variants(prototxt, weights, prep, folder: Path, calibration: Path, images: int) -> list:
+    """(label, artifact, engine name, precision) for every variant this machine can run."""
+    from caffessd.inference import quantize_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx = folder / "model.onnx"
+    cli("export-onnx", prototxt, weights, "-o", onnx, *prep_args(prep))
+    int8 = folder / "model-int8.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        quantize_model(onnx, calibration, int8, images=images)
+    variants = [("onnxruntime fp32", onnx, "onnxruntime", None), ("onnxruntime int8", int8, "onnxruntime", None)]
+    for engine in known_engines():
+        if engine.name == "onnxruntime":
+            continue
+        if not engine.available():
+            print(f"  ({engine.name}: runtime not installed, pip install 'caffessd[{engine.extra}]')")
+            continue
+        variants += engine_variants(engine, prototxt, weights, prep, folder, calibration, images, onnx)
+    return variants
+
+
+def engine_variants(engine, prototxt, weights, prep, folder, calibration, images, onnx) -> list:
+    """The variants of one registry engine, made by `caffessd export-<name>`."""
+    options = command_options(f"export-{engine.name}")
+    if not options:
+        print(f"  ({engine.name}: this caffessd has no export-{engine.name} command)")
+        return []
+    found = []
+    wanted = [("fp32", [])]
+    if "--fp16" in options:
+        wanted.append(("fp16", ["--fp16"]))
+    if "--int8" in options:
+        count = next(([flag, images] for flag in ("--images", "--calibration-images") if flag in options), [])
+        wanted.append(("int8", ["--int8", "--calibrate", calibration, *count]))
+    for label, extra in wanted:
+        target = artifact_target(engine, folder / f"{engine.name}-{label}")
+        try:
+            cli(f"export-{engine.name}", prototxt, weights, "-o", target, *prep_args(prep), *extra)
+        except RuntimeError as exc:
+            print(f"  ({engine.name} {label}: export failed: {exc})")
+            continue
+        artifact = find_artifact(engine, target)
+        found.append((f"{engine.name} {label}", artifact, engine.name, None))
+        if engine.name == "openvino" and label == "fp32":
+            from caffessd.inference.engines.openvino_engine import cpu_has_bf16
+
+            found[-1] = ("openvino f32", artifact, "openvino", "f32")
+            if cpu_has_bf16():
+                found.append(("openvino bf16", artifact, "openvino", "bf16"))
+            found.append(("openvino on the .onnx", onnx, "openvino", "f32"))
+    return found
+
+
+def artifact_target(engine, stem: Path) -> Path:
+    """What to give -o: NAME.<suffix> for single-file formats, a folder for ncnn (NAME.param + NAME.bin)."""
+    if engine.name == "ncnn":
+        return stem
+    return stem.with_suffix(engine.suffixes[0])
+
+
+def find_artifact(engine, target: Path) -> Path:
+    if target.is_dir():
+        found = sorted(p for s in engine.suffixes for p in target.glob(f"*{s}"))
+        if not found:
+            raise RuntimeError(f"no {'/'.join(engine.suffixes)} file in {target}")
+        return found[0]
+    return target
+
+
+def latencies(detectors: dict, cv_net, blob_cv, inputs: dict, runs: int) -> tuple:
+    """(label -> median ms, label -> CPU ms per run), interleaved in blocks of 10.
+    CPU time counts every thread of the process: on a busy machine it moves
+    far less than wall time, so it is the figure to compare there."""
+    samples = {label: [] for label in list(detectors) + ["OpenCV 4.x DNN"]}
+    cpu = {label: [] for label in samples}
+    calls = {label: (lambda d=d, x=inputs[label]: d.run_blob(x)) for label, d in detectors.items()}
+
+    def opencv():
+        cv_net.setInput(blob_cv)
+        cv_net.forward()
+    calls["OpenCV 4.x DNN"] = opencv
+    for call in calls.values():
+        time_runs(call, 3, 0)
+    for _ in range(max(1, runs // 10)):
+        for label, call in calls.items():
+            start = time.process_time()
+            samples[label] += time_runs(call, 0, 10)
+            cpu[label].append((time.process_time() - start) * 100.0)  # ms per run over a block of 10
+    return ({label: statistics.median(values) for label, values in samples.items()},
+            {label: statistics.median(values) for label, values in cpu.items()})
+
+
+def benchmark_model(name, prototxt, weights, prep, work: Path, photos, calibration, args) -> dict:
+    import cv2
+
+    print(f"\n{name}: making the variants")
+    variants = make_variants(prototxt, weights, prep, work / name.split()[0], calibration, args.calibration)
+    detectors = {}
+    for label, artifact, engine, precision in variants:
+        try:
+            detectors[label] = Detector(artifact=artifact, engine=engine, precision=precision, threads=args.threads,
+                                        cache=work / "cache", threshold=0.3)
+        except Exception as exc:  # a variant that does not load is reported, the others still run
+            print(f"  ({label}: does not load: {str(exc).splitlines()[0][:160]})")
+    image = load_image(photos[0])
+    inputs = {label: d.prepare(image) for label, d in detectors.items()}
+    cv2.setNumThreads(args.threads)
+    cv_net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
+    blob = make_blob(image, prep)
+    lat, lat_cpu = latencies(detectors, cv_net, blob, inputs, args.runs)
+    results = {"latency": lat, "latency_cpu": lat_cpu, "throughput": {}}
+    for label, detector in detectors.items():
+        results["throughput"][label] = timed_images(lambda d=detector: sum(1 for _ in d.detect_many(photos, workers=2)))
+    results["throughput"]["OpenCV 4.x DNN"] = throughput_opencv(prototxt, weights, prep, photos, args.threads)
+    report(name, results, len(photos), args.threads)
+    return {"variants": variants, **results}
+
+
+def report(name, results, count, threads) -> None:
+    lat, lat_cpu, thr = results["latency"], results["latency_cpu"], results["throughput"]
+    cv_ms, ort_ms = lat["OpenCV 4.x DNN"], lat.get("onnxruntime fp32")
+    cv_rate = thr["OpenCV 4.x DNN"][0]
+    print(f"\n{name}, {threads} threads: latency (median, inference only) and folder throughput "
+          f"({count} photos, decode + preprocess + inference)")
+    print(f"  {'variant':<24}{'ms':>8}{'CPU ms':>8}{'x OpenCV':>10}{'x ORT fp32':>12}"
+          f"{'img/s':>9}{'x OpenCV':>10}{'CPU ms/img':>12}")
+    for label in lat:
+        ms = lat[label]
+        rate, cpu = thr[label]
+        ort = f"{ort_ms / ms:.2f}" if ort_ms else "-"
+        print(f"  {label:<24}{ms:8.2f}{lat_cpu[label]:8.2f}{cv_ms / ms:10.2f}{ort:>12}"
+              f"{rate:9.1f}{rate / cv_rate:10.2f}{cpu:12.1f}")
+    best = min((label for label in lat if label != "OpenCV 4.x DNN"), key=lat.get)
+    print(f"  fastest: {best} ({cv_ms / lat[best]:.1f}x OpenCV, {ort_ms / lat[best]:.2f}x onnxruntime fp32)")
+
+
+def face_map(variants, work: Path, args) -> None:
+    """`caffessd eval` of the face detector's variants side by side on generated face photos."""
+    photos, boxes = generate_photos(work / "map", args.map_photos, seed=7)
+    write_list_dataset(work / "map", photos, boxes)
+    groups = {}
+    for label, artifact, engine, precision in variants:
+        groups.setdefault((engine, precision), []).append((label, artifact))
+    print(f"\nface detector, caffessd eval (VOC07 mAP) on {len(photos)} generated face photos "
+          "(not used for calibration):")
+    for (engine, precision), items in groups.items():
+        extra = ["--engine", engine] + (["--precision", precision] if precision else [])
+        text = eval_map([artifact for _, artifact in items] + extra, work / "map", args.threads)
+        line = next((row for row in text.splitlines() if row.strip().startswith("mAP")), text.strip()[-200:])
+        print(f"  {', '.join(label for label, _ in items):<44} {line.strip()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per variant (blocks of 10, interleaved)")
+    parser.add_argument("--photos", type=int, default=100, help="generated photos for the throughput test")
+    parser.add_argument("--calibration", type=int, default=20, help="int8 calibration images")
+    parser.add_argument("--models", default="face,mobilenet,ssdlite",
+                        help="comma-separated subset of face, mobilenet, ssdlite")
+    parser.add_argument("--map", action="store_true", help="also eval mAP of the face detector's variants")
+    parser.add_argument("--map-photos", type=int, default=200)
+    args = parser.parse_args()
+    import cv2
+
+    print("CPU:", cpu_report())
+    print(f"OpenCV {cv2.__version__}; {args.threads} threads everywhere")
+    try:
+        from caffessd.inference.engines.openvino_engine import cpu_capabilities
+
+        import openvino
+
+        print(f"OpenVINO {openvino.__version__}: CPU capabilities {' '.join(cpu_capabilities())}")
+    except Exception as exc:
+        print(f"OpenVINO not available: {exc}")
+    import onnxruntime
+
+    print(f"onnxruntime {onnxruntime.__version__}: providers {' '.join(onnxruntime.get_available_providers())}")
+    wanted = set(args.models.split(","))
+    with tempfile.TemporaryDirectory(prefix="caffessd-engines-") as work:
+        work = Path(work)
+        photos, _ = generate_photos(work / "photos", args.photos)
+        calibration = work / "calibration"
+        calibration.mkdir()
+        for path in photos[-args.calibration:]:
+            (calibration / path.name).write_bytes(path.read_bytes())
+        models = {}
+        if "face" in wanted:
+            face = default_model()
+            models["YuFaceDetectNet 320x240"] = (face.prototxt, face.caffemodel, face.preprocessing)
+        for (name, gen_args), key in zip(GEN_MODELS.items(), ("mobilenet", "ssdlite")):
+            if key in wanted:
+                models[name] = (*gen_model(name, gen_args, work), MOBILENET_PREP)
+        done = {}
+        for name, (prototxt, weights, prep) in models.items():
+            start = time.perf_counter()
+            done[name] = benchmark_model(name, prototxt, weights, prep, work, photos, calibration, args)
+            print(f"  ({time.perf_counter() - start:.0f} s)")
+        if args.map and "YuFaceDetectNet 320x240" in done:
+            face_map(done["YuFaceDetectNet 320x240"]["variants"], work, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
