@@ -49,6 +49,7 @@ def build_export_net(folder: Path, name: str, seed: int = 1, **overrides):
     """deploy.prototxt (with gen-model's preprocessing note) and a random
     caffemodel for NETS[name] in `folder`; returns (prototxt, caffemodel, config)."""
     from caffessd import onnxconv
+    from caffessd.inference.session import run_onnx
     from caffessd.net import Net
     from conftest import FACE_PHOTOS
 
@@ -56,7 +57,7 @@ def build_export_net(folder: Path, name: str, seed: int = 1, **overrides):
     deploy = build_net(config, "deploy")
     weights = random_bn_statistics(protoio.layer_blobs(init_weights(deploy, seed=seed)), np.random.default_rng(seed))
     blob = photo_blob(FACE_PHOTOS[0], config.input_width, config.input_height, MEAN, SCALE)
-    logits = onnxconv.run_onnx(onnxconv.to_onnx(Net(deploy, weights), raw=True, extra_outputs=["mbox_conf"]),
+    logits = run_onnx(onnxconv.to_onnx(Net(deploy, weights), raw=True, extra_outputs=["mbox_conf"]),
                                {"data": blob})["mbox_conf"]
     factor, shift = CONF_SPREAD / float(logits.std()), 0.0
     detection = next(layer for layer in deploy.layer if layer.type == "DetectionOutput").detection_output_param
@@ -77,7 +78,7 @@ def build_export_net(folder: Path, name: str, seed: int = 1, **overrides):
 
 
 def photo_blob(path, width: int, height: int, mean=0.0, scale=1.0) -> np.ndarray:
-    from caffessd.preprocess import Preprocessing, load_image, make_blob
+    from caffessd.image.preprocess import Preprocessing, load_image, make_blob
 
     return make_blob(load_image(path), Preprocessing(width, height, (float(mean),) * 3, float(scale)))
 
@@ -85,10 +86,11 @@ def photo_blob(path, width: int, height: int, mean=0.0, scale=1.0) -> np.ndarray
 def onnx_outputs(prototxt, caffemodel, blob, names=("mbox_loc", "mbox_conf_flatten", "mbox_priorbox")):
     """onnxruntime on caffessd's ONNX conversion: detection_out and the named blobs."""
     from caffessd import onnxconv
+    from caffessd.inference.session import run_onnx
     from caffessd.net import Net
 
     model = onnxconv.to_onnx(Net.load(prototxt, caffemodel), extra_outputs=list(names))
-    return onnxconv.run_onnx(model, {"data": blob})
+    return run_onnx(model, {"data": blob})
 
 
 def assert_close(ours, theirs, name: str, rtol: float = 1e-4) -> float:

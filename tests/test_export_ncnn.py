@@ -23,10 +23,11 @@ ncnn = pytest.importorskip("ncnn")
 
 from caffessd.generators import plan_net  # noqa: E402
 from caffessd.inference.engines import open_engine  # noqa: E402
-from caffessd.ncnn import to_ncnn  # noqa: E402
-from caffessd.ncnn.export import export_ncnn  # noqa: E402
+from caffessd.export.ncnn import to_ncnn  # noqa: E402
+from caffessd.export.ncnn.export import export_ncnn  # noqa: E402
 from caffessd.net import Net  # noqa: E402
-from caffessd.onnxconv import read_metadata, run_onnx, to_onnx  # noqa: E402
+from caffessd.inference.session import run_onnx  # noqa: E402
+from caffessd.onnxconv import read_metadata, to_onnx  # noqa: E402
 from conftest import run_in_process  # noqa: E402
 from export_helpers import (NETS, assert_close, build_export_net, detect_json, iou, json_rows,  # noqa: E402
                             layer_types, match_detections, onnx_outputs, photo_blob)
@@ -262,7 +263,7 @@ def test_missing_runtime_and_damaged_weights(face_prototxt, face_caffemodel, fac
 
 
 def test_exporter_covers_the_onnx_converters_layer_types():
-    from caffessd.ncnn import SUPPORTED_LAYERS
+    from caffessd.export.ncnn import SUPPORTED_LAYERS
     from caffessd.onnxconv import SUPPORTED_LAYERS as ONNX_LAYERS
 
     assert set(ONNX_LAYERS) <= set(SUPPORTED_LAYERS)

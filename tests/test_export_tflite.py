@@ -23,9 +23,10 @@ pytest.importorskip("ai_edge_litert")
 
 from caffessd.inference.engines import open_engine  # noqa: E402
 from caffessd.net import Net  # noqa: E402
-from caffessd.onnxconv import read_metadata, run_onnx, to_onnx  # noqa: E402
-from caffessd.tflite import FULL_OUTPUTS  # noqa: E402
-from caffessd.tflite.export import export_tflite  # noqa: E402
+from caffessd.inference.session import run_onnx  # noqa: E402
+from caffessd.onnxconv import read_metadata, to_onnx  # noqa: E402
+from caffessd.export.tflite import FULL_OUTPUTS  # noqa: E402
+from caffessd.export.tflite.export import export_tflite  # noqa: E402
 from conftest import run_in_process  # noqa: E402
 from export_helpers import (NETS, assert_close, build_export_net, detect_json, iou, json_rows,  # noqa: E402
                             match_detections, onnx_outputs, photo_blob, scored_rows)
@@ -245,7 +246,7 @@ def test_pooling_forms(tmp_path):
     """Ceil-mode, padded and global pooling (MAX pads by edge replication in the
     TFLite graph, so that int8 ranges stay those of the data): every layer
     within 1e-4 of onnxruntime."""
-    from caffessd.tflite import to_tflite
+    from caffessd.export.tflite import to_tflite
 
     prototxt, caffemodel, net = build_net(tmp_path, "pool", LAYER_NETS["pool"], seed=2)
     layers = [layer.name for layer in net.layers]

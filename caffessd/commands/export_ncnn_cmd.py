@@ -22,7 +22,7 @@ from caffessd.commands.options import max_memory_option, parse_size
 @preprocessing_options
 def command(prototxt, caffemodel, output, fp16, fold_bn, raw, input_size, mean, scale, swap_rb, labels):
     """Write PROTOTXT + CAFFEMODEL as an ncnn model, straight from the Caffe net."""
-    from caffessd.ncnn.export import export_ncnn
+    from caffessd.export.ncnn.export import export_ncnn
 
     size = parse_size(input_size, "--input-size") if input_size else None
     metadata, origin = export_metadata(prototxt, mean, scale, swap_rb, labels)

@@ -27,7 +27,7 @@ from caffessd.commands.options import max_memory_option, parse_size
 def command(prototxt, caffemodel, output, precision, calibrate, calibration_images, nms, raw, input_size, mean, scale,
             swap_rb, labels):
     """Convert PROTOTXT + CAFFEMODEL to a TFLite model with TensorFlow's converter."""
-    from caffessd.tflite.export import export_tflite
+    from caffessd.export.tflite.export import export_tflite
 
     precision = precision or "float32"
     size = parse_size(input_size, "--input-size") if input_size else None

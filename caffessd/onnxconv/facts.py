@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from caffessd.netprep import net_preprocessing
 from caffessd.onnxconv.metadata import normalise_preprocessing
 from caffessd.onnxconv.ssd import detection_settings
 
@@ -33,8 +34,6 @@ def net_metadata(prototxt) -> Dict[str, Any]:
     """The preprocessing an export records when the caller gives none: the
     net's own (its caffessd note or a train/test prototxt beside it, as
     detect reads it), else only the channel order (BGR), as export-onnx does."""
-    from caffessd.netprep import net_preprocessing
-
     own = net_preprocessing(prototxt)
     if own.assumed:
         return {"channel_order": "BGR", "mean": None, "scale": None}

@@ -1,7 +1,7 @@
 """Element-wise activations, Power and Softmax as ncnn layers."""
 from __future__ import annotations
 
-from caffessd.ncnn.registry import ncnn_axis, writer
+from caffessd.export.ncnn.registry import ncnn_axis, writer
 
 
 @writer("ReLU")

@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from caffessd.layers import prior_aspect_ratios
-from caffessd.ncnn.registry import refuse, writer
-from caffessd.onnxconv.priors import variances
+from caffessd.export.ncnn.registry import refuse, writer
+from caffessd.priorbox import variances
 from caffessd.onnxconv.ssd import detection_settings
 
 AUTO = -233          # ncnn: derive from the blobs

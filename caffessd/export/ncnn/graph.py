@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from caffessd.errors import CaffessdError
-from caffessd.ncnn.format import MAGIC, NAME_LIMIT, Buffer, layer_line
+from caffessd.export.ncnn.format import MAGIC, NAME_LIMIT, Buffer, layer_line
 
 _BAD_NAME = re.compile(r"\s")
 

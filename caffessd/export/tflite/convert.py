@@ -7,7 +7,7 @@ and traced into a tf.function that the TFLite converter turns into a
 flatbuffer: float32, float16 weights, or full int8 (every operator int8,
 calibrated on representative images; float input and outputs around it).
 
-The full model ends in TFLite_Detection_PostProcess (caffessd.tflite.
+The full model ends in TFLite_Detection_PostProcess (caffessd.export.tflite.
 postprocess) with outputs in the order TF's detection models have them:
 detection_boxes, detection_classes, detection_scores, num_detections.
 `raw` ends at DetectionOutput's inputs instead: loc, conf (after the net's
@@ -21,9 +21,15 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from caffessd.errors import CaffessdError, UnsupportedLayerError
+from caffessd.export.tflite.pooling import pooling
+from caffessd.export.tflite.postprocess import NMS_MODES, post_process
 from caffessd.net import Net
 from caffessd.onnxconv.ssd import detection_settings
-from caffessd.tflite.postprocess import NMS_MODES, post_process
+from caffessd.priorbox import prior_boxes
+from caffessd.train.executor import BUILDERS, ParamStore, TFNet
+from caffessd.train.executor.context import NHWC, ForwardContext
+from caffessd.train.executor.net import EVALUATION_TYPES, INPUT_TYPES
+from caffessd.train.tfimport import tensorflow
 
 PRECISIONS = ("float32", "float16", "int8")
 FULL_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
@@ -44,9 +50,6 @@ class TfliteModel:
 
 def _executor(net: Net, shapes: Dict[str, tuple]):
     """The TEST-phase TensorFlow executor of `net`, refusing types it has no builder for."""
-    from caffessd.train.executor import BUILDERS, ParamStore, TFNet
-    from caffessd.train.tfimport import tensorflow
-    from caffessd.train.executor.net import EVALUATION_TYPES, INPUT_TYPES
 
     for layer in net.param.layer:
         if layer.type not in BUILDERS and layer.type not in INPUT_TYPES | EVALUATION_TYPES:
@@ -61,11 +64,7 @@ def _executor(net: Net, shapes: Dict[str, tuple]):
 
 def _forward(tfnet, input_blob: str, image):
     """Run the executor's layers on an NHWC `image`; returns the ForwardContext.
-    MAX pooling is built quantization-friendly (caffessd.tflite.pooling)."""
-    from caffessd.tflite.pooling import pooling
-    from caffessd.train.executor import BUILDERS
-    from caffessd.train.executor.context import NHWC, ForwardContext
-    from caffessd.train.executor.net import EVALUATION_TYPES, INPUT_TYPES
+    MAX pooling is built quantization-friendly (caffessd.export.tflite.pooling)."""
 
     ctx = ForwardContext(tfnet.constants, training=False, update_stats=False)
     ctx.feed(input_blob, image, NHWC)
@@ -86,7 +85,6 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
     yielding NCHW float32 input blobs (1, 3, H, W) for calibration.
     `extra_outputs`: blob names also exposed as outputs (the parity tests
     read loc/conf from the same model whose detections they check)."""
-    from caffessd.train.tfimport import tensorflow
 
     if precision not in PRECISIONS:
         raise CaffessdError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
@@ -125,8 +123,6 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
 def _constant_blob(tfnet, blob: str) -> Optional[np.ndarray]:
     """The value of a blob computed from PriorBox layers only (through Concat,
     Flatten, Reshape, Split), in numpy; None for anything else."""
-    from caffessd.onnxconv.priors import prior_boxes
-
     writers = {}
     for info in tfnet.infos:
         for top in info.layer.top:

@@ -10,10 +10,12 @@ from typing import List, Optional, Tuple
 from caffessd import protoio
 from caffessd.errors import CaffessdError
 from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
-from caffessd.ncnn.converter import NcnnModel, to_ncnn
+from caffessd.export.ncnn.converter import NcnnModel, to_ncnn
 from caffessd.net import Net
 from caffessd.onnxconv.facts import export_facts, net_metadata
-from caffessd.outputs import file_name_for, refuse_overwriting
+from caffessd.merge_bn import fold_batchnorm
+from caffessd.util.files import atomic_write_many, check_writable
+from caffessd.util.outputs import file_name_for, refuse_overwriting
 
 PARAM_SUFFIX, BIN_SUFFIX = ".param", ".bin"
 
@@ -53,12 +55,10 @@ def export_ncnn(prototxt, caffemodel, output, *, raw: bool = False, fp16: bool =
     refuse_overwriting([("the ncnn param file", param_path), ("the ncnn weights", bin_path),
                         ("the metadata file", json_path)], [("prototxt", prototxt), ("caffemodel", caffemodel)])
     for path in (param_path, bin_path, json_path):
-        protoio.check_writable(path)
+        check_writable(path)
     net = Net.load(prototxt, caffemodel)
     folded, kept = [], []
     if fold_bn:
-        from caffessd.merge_bn import fold_batchnorm
-
         result = fold_batchnorm(net)
         folded, kept = [f.layer for f in result.folded], [str(s) for s in result.skipped]
         notes = net.notes
@@ -71,7 +71,7 @@ def export_ncnn(prototxt, caffemodel, output, *, raw: bool = False, fp16: bool =
     facts["ncnn"] = {"param": param_path.name, "bin": bin_path.name, "inputs": list(model.inputs),
                      "outputs": model.outputs, "detections": model.detections, "raw_outputs": model.raw_outputs,
                      "weights": "float16" if fp16 else "float32", "layers": model.layer_count}
-    protoio.atomic_write_many([(param_path, model.param), (bin_path, model.weights),
+    atomic_write_many([(param_path, model.param), (bin_path, model.weights),
                                (json_path, sidecar_text(facts))])
     return NcnnExport(param_path, bin_path, json_path, model, folded, kept)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffessd.ncnn.registry import refuse, writer
+from caffessd.export.ncnn.registry import refuse, writer
 
 DEFAULT_BN_EPS = 1e-5        # caffe.proto BatchNormParameter.eps
 DEFAULT_NORMALIZE_EPS = 1e-10  # the SSD fork's NormalizeParameter.eps

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from caffessd import caffe_pb2
 from caffessd.layers import pool_geometry, pooled_size
-from caffessd.ncnn.registry import refuse, writer
+from caffessd.export.ncnn.registry import refuse, writer
 
 MAX, AVE = caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE
 

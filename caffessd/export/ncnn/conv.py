@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from caffessd.layers import conv_geometry
-from caffessd.ncnn.registry import ncnn_axis, refuse, writer
+from caffessd.export.ncnn.registry import ncnn_axis, refuse, writer
 
 
 def _geometry_params(info) -> dict:

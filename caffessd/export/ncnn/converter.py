@@ -5,7 +5,7 @@
 
 Written directly from the Caffe net, as ncnn's own tools/caffe/caffe2ncnn
 does, so no ncnn build is needed. Every layer type goes through the writer
-registered for it (caffessd.ncnn.registry); a type without one, or a form of
+registered for it (caffessd.export.ncnn.registry); a type without one, or a form of
 a layer ncnn cannot express, stops the export with one error naming the layer.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 
 from caffessd.errors import CaffessdError, UnsupportedLayerError
 from caffessd.layers import DATA_LAYER_TYPES, LOSS_LAYER_TYPES
-from caffessd.ncnn.graph import NcnnGraph
-from caffessd.ncnn.registry import WRITERS
+from caffessd.export.ncnn.graph import NcnnGraph
+from caffessd.export.ncnn.registry import WRITERS
 from caffessd.net import Net
 
 SKIPPED_TYPES = DATA_LAYER_TYPES | LOSS_LAYER_TYPES | {"Input"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from caffessd import caffe_pb2
 from caffessd.layers import pool_geometry, pooled_size
+from caffessd.train.executor.context import NHWC
 
 MAX = caffe_pb2.PoolingParameter.MAX
 
@@ -30,8 +31,6 @@ def pooling(ctx, info, fallback):
     param = info.layer.pooling_param
     if param.pool != MAX or param.global_pooling:
         return fallback(ctx, info)
-    from caffessd.train.executor.context import NHWC
-
     tf = ctx.tf
     n, c, h, w = info.input_shapes[0]
     kernel, stride, pad = pool_geometry(param, (h, w))

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from caffessd import protoio
 from caffessd.errors import CaffessdError
 from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
 from caffessd.net import Net
 from caffessd.onnxconv.facts import export_facts, net_metadata
-from caffessd.outputs import refuse_overwriting
-from caffessd.tflite.convert import TfliteModel, to_tflite
+from caffessd.image.preprocess import Preprocessing
+from caffessd.inference.calibration import calibration_blobs
+from caffessd.util.files import atomic_write_many, check_writable
+from caffessd.util.outputs import refuse_overwriting
+from caffessd.export.tflite.convert import TfliteModel, to_tflite
 
 SUFFIX = ".tflite"
 CALIBRATION_IMAGES = 100
@@ -57,7 +59,7 @@ def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision:
     refuse_overwriting([("the TFLite model", path), ("the metadata file", json_path)],
                        [("prototxt", prototxt), ("caffemodel", caffemodel), ("calibration input", calibrate)])
     for target in (path, json_path):
-        protoio.check_writable(target)
+        check_writable(target)
     if precision == "int8" and calibrate is None:
         raise CaffessdError("--int8 needs --calibrate DIR_OR_LMDB: images to choose the int8 ranges from")
     if calibrate is not None and precision != "int8":
@@ -73,7 +75,7 @@ def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision:
     facts["tflite"] = {"input": model.input_name, "input_layout": "NHWC", "input_shape": model.input_shape,
                        "outputs": model.outputs, "precision": precision, "nms": nms if not raw else None,
                        "postprocess": model.postprocess, "calibration_images": len(blobs or [])}
-    protoio.atomic_write_many([(path, model.content), (json_path, sidecar_text(facts))])
+    atomic_write_many([(path, model.content), (json_path, sidecar_text(facts))])
     return TfliteExport(path, json_path, model, len(blobs or []))
 
 
@@ -88,7 +90,4 @@ def _input_shapes(net: Net, prototxt, input_size):
 
 
 def _calibration(source, count: int, facts: dict, threads: int):
-    from caffessd.deploy.calibration import calibration_blobs
-    from caffessd.preprocess import Preprocessing
-
     return calibration_blobs(source, count, Preprocessing.from_metadata(facts), workers=threads)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from caffessd import caffe_pb2
 from caffessd.layers import permute_order
-from caffessd.ncnn.registry import ncnn_axis, refuse, writer
+from caffessd.export.ncnn.registry import ncnn_axis, refuse, writer
 
 # ncnn's Permute order types (src/layer/permute.cpp), by the input dimension
 # each output dimension takes, innermost first.
