@@ -5,12 +5,15 @@ float32 models: loc, conf and priors within 1e-4 of each blob's magnitude
 (the --raw export on the face photos; extra outputs of the full model for the
 generated nets), and `detect --artifact NAME.tflite` equal to `detect
 --model/--weights` (boxes within 0.5 px, scores within 1e-3, NMS near-ties may
-swap) wherever TFLite_Detection_PostProcess and Caffe's DetectionOutput
-agree by construction: on every detection scoring at least its class's
-top_k-th best candidate. Below that, TFLite may add survivors Caffe never
-considered (its detections_per_class caps NMS survivors, Caffe's top_k caps
-NMS candidates); the test checks that Caffe's detections there are a subset
-of TFLite's. fp16 and int8 (calibrated on the photos): the same faces (IoU >= 0.9).
+swap; see export_helpers.match_detections).
+
+What TFLite_Detection_PostProcess does differently (caffessd.export.tflite.
+postprocess): with --candidates all (the op's own cap on NMS survivors
+instead of Caffe's top_k cap on NMS candidates), the detections scoring at
+least their class's top_k-th best candidate are Caffe's, and below that
+Caffe's are a subset of TFLite's (test_op_semantics_without_caffes_top_k).
+--nms fast is class-agnostic (test_ssd_layer_forms_and_fast_nms).
+fp16 and int8 (calibrated on the photos): the same faces (IoU >= 0.9).
 """
 import json
 import shutil
@@ -82,14 +85,31 @@ def test_face_detections_equal_detect(face_fp32, face_prototxt, face_caffemodel,
     threshold = ["--threshold", 0.02]
     reference = detect_json(run, [*face_photos, *threshold], tmp_path, "caffe")
     exported = detect_json(run, [*face_photos, "--artifact", model, *threshold], tmp_path, "tflite")
-    engine = open_engine(model)
-    for photo, theirs, ours in zip(face_photos, reference, exported):
-        conf = engine.outputs(photo_blob(photo, 320, 240))["mbox_conf_flatten"]
-        floors = top_k_floor(conf, 2, 100, 0.01)
+    for theirs, ours in zip(reference, exported):
         rows = json_rows(theirs)
         assert len(rows) >= 3 and rows[0, 2] > 0.99
-        matched, required = compare_with_caffe(json_rows(ours), rows, theirs["width"], theirs["height"], floors, 50)
+        assert match_detections(json_rows(ours), rows, theirs["width"], theirs["height"]) == len(rows)
+
+
+def test_op_semantics_without_caffes_top_k(face_prototxt, face_caffemodel, face_photos, tmp_path):
+    """--candidates all: NMS on all of a class's candidates, top_k survivors
+    kept. The face net has ~4400 candidates above its 0.01 threshold and
+    top_k 100: equal to Caffe's above the 100th best candidate's score,
+    more detections below it (survivors Caffe never considered)."""
+    result = export_tflite(face_prototxt, face_caffemodel, tmp_path / "all.tflite", candidates="all",
+                           extra_outputs=["mbox_conf_flatten"])
+    assert result.model.postprocess["candidates_per_class"] is None
+    engine = open_engine(result.path)
+    net = Net.load(face_prototxt, face_caffemodel)
+    for photo in face_photos:
+        blob = photo_blob(photo, 320, 240)
+        conf = engine.outputs(blob)["mbox_conf_flatten"]
+        floors = top_k_floor(conf, 2, 100, 0.01)
+        theirs = scored_rows(run_onnx(to_onnx(net), {"data": blob})["detection_out"])
+        ours = engine.run(blob)
+        matched, required = compare_with_caffe(ours, theirs, 640, 480, floors, 50)
         assert matched >= required >= 3
+        assert len(scored_rows(ours)) > len(theirs)      # the extra survivors below the floor
 
 
 def test_face_raw_blobs(face_prototxt, face_caffemodel, face_photos, tmp_path, capsys):
@@ -130,13 +150,11 @@ def test_generated_net(name, tmp_path, face_photos, capsys):
                             tmp_path, "caffe")[0]
     exported = detect_json(run, [face_photos[0], "--artifact", result.path, "--threshold", 0], tmp_path, "tfl")[0]
     settings = engine.metadata["detection_output"]
-    floors = top_k_floor(theirs["mbox_conf_flatten"], config.num_classes, settings["top_k"],
-                         settings["confidence_threshold"])
     rows = json_rows(reference)
     assert len(rows) > 5, "the random net should find something to compare"
-    matched, required = compare_with_caffe(json_rows(exported), rows, reference["width"], reference["height"],
-                                           floors, settings["keep_top_k"])
-    assert required > 0 and matched >= 0.9 * required     # the rest: NMS near-ties, paired up
+    cut = rows[:, 2].min() if len(rows) == settings["keep_top_k"] else -np.inf
+    matched = match_detections(json_rows(exported), rows, reference["width"], reference["height"], cut=cut)
+    assert matched >= 0.9 * len(rows)     # the rest: NMS near-ties, paired up, or at the keep_top_k cut
 
 
 def test_ssd_layer_forms_and_fast_nms(tmp_path):
@@ -151,11 +169,9 @@ def test_ssd_layer_forms_and_fast_nms(tmp_path):
     theirs = run_onnx(to_onnx(net, extra_outputs=["conf_flat"]), {"data": data})
     regular = open_engine(export_tflite(prototxt, caffemodel, tmp_path / "regular.tflite").path)
     fast = open_engine(export_tflite(prototxt, caffemodel, tmp_path / "fast.tflite", nms="fast").path)
-    floors = top_k_floor(theirs["conf_flat"], 3, 20, 0.2)
     rows = regular.run(data)
     assert len(rows) > 3
-    matched, required = compare_with_caffe(rows, theirs["det"], 40, 30, floors, 15, score_tol=1e-4)
-    assert matched >= required > 3
+    assert match_detections(rows, theirs["det"], 40, 30, score_tol=1e-4, px=1e-3) == len(rows)
     boxes = fast.run(data)
     assert len(boxes) and len(set(boxes[:, 1])) > 1
     for i in range(len(boxes)):
@@ -196,6 +212,7 @@ def test_metadata_is_the_onnx_exports(face_fp32, face_prototxt, face_caffemodel)
     assert sidecar == json.loads(json.dumps(onnx_facts))
     assert facts["input_shape"] == [1, 240, 320, 3] and facts["postprocess"]["max_detections"] == 50
     assert facts["postprocess"]["detections_per_class"] == 100 and facts["postprocess"]["num_classes"] == 1
+    assert facts["postprocess"]["candidates_per_class"] == 100 and facts["candidates"] == "caffe"
 
 
 # ---------------------------------------------------------------- hostile input

@@ -21,18 +21,22 @@ from caffessd.commands.options import max_memory_option, parse_size
               help="at most this many calibration images")
 @click.option("--nms", type=click.Choice(["regular", "fast"]), default="regular", show_default=True,
               help="TFLite_Detection_PostProcess NMS: per class as Caffe (regular), or class-agnostic (fast)")
+@click.option("--candidates", type=click.Choice(["caffe", "all"]), default="caffe", show_default=True,
+              help="regular NMS input: each class's top_k best scores as Caffe's DetectionOutput (a TopK in the "
+                   "graph), or all scores above the threshold with top_k capping the survivors (the op's own way)")
 @click.option("--raw", is_flag=True, help="no post-processing op: outputs loc, conf (after softmax) and priors")
 @click.option("--input-size", help="convert for this input size instead of the prototxt's, WIDTHxHEIGHT")
 @preprocessing_options
-def command(prototxt, caffemodel, output, precision, calibrate, calibration_images, nms, raw, input_size, mean, scale,
-            swap_rb, labels):
+def command(prototxt, caffemodel, output, precision, calibrate, calibration_images, nms, candidates, raw, input_size,
+            mean, scale, swap_rb, labels):
     """Convert PROTOTXT + CAFFEMODEL to a TFLite model with TensorFlow's converter."""
     from caffessd.export.tflite.export import export_tflite
 
     precision = precision or "float32"
     size = parse_size(input_size, "--input-size") if input_size else None
     metadata, origin = export_metadata(prototxt, mean, scale, swap_rb, labels)
-    result = export_tflite(prototxt, caffemodel, output, raw=raw, precision=precision, nms=nms, calibrate=calibrate,
+    result = export_tflite(prototxt, caffemodel, output, raw=raw, precision=precision, nms=nms, candidates=candidates,
+                           calibrate=calibrate,
                            calibration_images=calibration_images, metadata=metadata, input_size=size)
     if origin:
         click.echo(origin, err=True)

@@ -14,6 +14,6 @@ this package in the train layer; TensorFlow only inside functions.
 """
 from caffessd.export.tflite.convert import FULL_OUTPUTS, PRECISIONS, RAW_OUTPUTS, TfliteModel, to_tflite
 from caffessd.export.tflite.export import export_tflite
-from caffessd.export.tflite.postprocess import NMS_MODES
+from caffessd.export.tflite.postprocess import CANDIDATES, NMS_MODES
 
-__all__ = ["FULL_OUTPUTS", "NMS_MODES", "PRECISIONS", "RAW_OUTPUTS", "TfliteModel", "export_tflite", "to_tflite"]
+__all__ = ["CANDIDATES", "FULL_OUTPUTS", "NMS_MODES", "PRECISIONS", "RAW_OUTPUTS", "TfliteModel", "export_tflite", "to_tflite"]

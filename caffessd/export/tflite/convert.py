@@ -22,7 +22,7 @@ import numpy as np
 
 from caffessd.errors import CaffessdError, UnsupportedLayerError
 from caffessd.export.tflite.pooling import pooling
-from caffessd.export.tflite.postprocess import NMS_MODES, post_process
+from caffessd.export.tflite.postprocess import CANDIDATES, NMS_MODES, post_process
 from caffessd.net import Net
 from caffessd.onnxconv.ssd import detection_settings
 from caffessd.priorbox import prior_boxes
@@ -30,6 +30,7 @@ from caffessd.train.executor import BUILDERS, ParamStore, TFNet
 from caffessd.train.executor.context import NHWC, ForwardContext
 from caffessd.train.executor.net import EVALUATION_TYPES, INPUT_TYPES
 from caffessd.train.tfimport import tensorflow
+from caffessd.util.quiet import quiet_stderr
 
 PRECISIONS = ("float32", "float16", "int8")
 FULL_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
@@ -79,6 +80,7 @@ def _forward(tfnet, input_blob: str, image):
 
 
 def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: str = "regular",
+              candidates: str = "caffe",
               representative: Optional[Callable[[], Iterable[np.ndarray]]] = None,
               input_shapes: Optional[Dict[str, tuple]] = None, extra_outputs: Sequence[str] = ()) -> TfliteModel:
     """Convert `net` (with weights). `representative`: for int8, a callable
@@ -90,6 +92,8 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
         raise CaffessdError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     if nms not in NMS_MODES:
         raise CaffessdError(f"NMS must be one of {', '.join(NMS_MODES)}, not '{nms}'")
+    if candidates not in CANDIDATES:
+        raise CaffessdError(f"candidates must be one of {', '.join(CANDIDATES)}, not '{candidates}'")
     if precision == "int8" and representative is None:
         raise CaffessdError("int8 needs representative images to calibrate with")
     tf = tensorflow()
@@ -111,13 +115,14 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
         if priors is None:     # not the usual PriorBox -> Concat chain: run the net once
             priors = _forward(tfnet, input_blob, tf.zeros(nhwc)).get(detection.bottom[2]).numpy()
         settings = detection_settings(detection, dict(getattr(net, "notes", None) or {}))
-        post = post_process(detection, settings, priors, nms)
+        post = post_process(detection, settings, priors, nms, candidates)
     names = list(RAW_OUTPUTS if post is None else FULL_OUTPUTS)[: 0 if detection is None else None]
     names += [n for n in extra_outputs]
     function = _graph_function(tf, tfnet, input_blob, nhwc, detection, post, extra_outputs)
     content = _convert(tf, tfnet, function, precision, representative, custom_ops=post is not None)
     content = _name_outputs(content, names)
-    return TfliteModel(content, input_blob, nhwc, names, dict(post.attributes) if post else {}, precision)
+    facts = dict(post.attributes, candidates_per_class=post.candidates_per_class) if post else {}
+    return TfliteModel(content, input_blob, nhwc, names, facts, precision)
 
 
 def _constant_blob(tfnet, blob: str) -> Optional[np.ndarray]:
@@ -184,10 +189,19 @@ def _graph_function(tf, tfnet, input_blob, nhwc, detection, post, extra_outputs)
                 if scale is not None:
                     boxes = boxes * scale
                 scores = tf.reshape(conf, [1, count, -1])
+                if post.candidates_per_class:
+                    scores = _top_k_per_class(tf, scores, post.candidates_per_class)
                 outputs += list(implemented(boxes, scores, anchors))
         outputs += [ctx.get(name) for name in extra_outputs]
         return tuple(outputs)
     return model.get_concrete_function()
+
+
+def _top_k_per_class(tf, scores, k: int):
+    """Caffe's pre-NMS cap: each class's scores below its k-th best become 0
+    (below any confidence threshold), so NMS sees Caffe's candidates."""
+    kth = tf.math.top_k(tf.transpose(scores, [0, 2, 1]), k=k).values[:, :, k - 1]      # [1, C]
+    return tf.where(scores >= kth[:, None, :], scores, tf.zeros_like(scores))
 
 
 def _placeholder_postprocess(box_encodings, class_predictions, anchors):
@@ -211,7 +225,8 @@ def _convert(tf, tfnet, function, precision, representative, custom_ops: bool) -
                                                     for b in representative())
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        return converter.convert()
+        with quiet_stderr():   # the converter's C++ progress lines
+            return converter.convert()
     except Exception as exc:  # the converter raises several of its own types
         text = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         raise CaffessdError(f"the TFLite converter refused the net: {text[:300]}") from None

@@ -46,7 +46,7 @@ def require_tensorflow() -> None:
 
 
 def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision: str = "float32",
-                  nms: str = "regular", calibrate=None, calibration_images: int = CALIBRATION_IMAGES,
+                  nms: str = "regular", candidates: str = "caffe", calibrate=None, calibration_images: int = CALIBRATION_IMAGES,
                   metadata: Optional[dict] = None, input_size: Optional[Tuple[int, int]] = None,
                   threads: int = 2, extra_outputs: Sequence[str] = ()) -> TfliteExport:
     """Convert and write. `metadata`: preprocessing and labels to record
@@ -70,10 +70,10 @@ def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision:
     facts = export_facts(net, raw=raw, input_shapes=shapes or {k: (1, *v[1:]) for k, v in net.input_shapes().items()},
                          preprocessing=net_metadata(prototxt) if metadata is None else metadata)
     blobs = _calibration(calibrate, calibration_images, facts, threads) if precision == "int8" else None
-    model = to_tflite(net, raw=raw, precision=precision, nms=nms, input_shapes=shapes,
+    model = to_tflite(net, raw=raw, precision=precision, nms=nms, candidates=candidates, input_shapes=shapes,
                       representative=(lambda: iter(blobs)) if blobs else None, extra_outputs=extra_outputs)
     facts["tflite"] = {"input": model.input_name, "input_layout": "NHWC", "input_shape": model.input_shape,
-                       "outputs": model.outputs, "precision": precision, "nms": nms if not raw else None,
+                       "outputs": model.outputs, "precision": precision, "nms": nms if not raw else None, "candidates": candidates if not raw else None,
                        "postprocess": model.postprocess, "calibration_images": len(blobs or [])}
     atomic_write_many([(path, model.content), (json_path, sidecar_text(facts))])
     return TfliteExport(path, json_path, model, len(blobs or []))

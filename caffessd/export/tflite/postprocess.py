@@ -19,18 +19,22 @@ classes [1, N] (0-based without the background: Caffe's label - 1), scores
 
 Regular NMS (use_regular_nms, caffessd's default) is per class, as
 Caffe's: scores >= nms_score_threshold (Caffe: >), greedy NMS at IoU >
-nms_iou_threshold, then the max_detections best of all classes. One
-difference remains: Caffe keeps the top_k best candidates of a class
-*before* NMS and every survivor, TFLite runs NMS on all candidates and keeps
-the first detections_per_class (= top_k) survivors. The survivors among a
-class's top_k best candidates are the same in both (greedy NMS decides each
-box from better ones only), so the results agree on every detection scoring
-at least the class's top_k-th best candidate; below that TFLite may add
-survivors Caffe never considered. With at most top_k candidates above the
-threshold per class, the two are identical. Fast NMS (--nms fast) is
-class-agnostic: one NMS over each prior's best class, which is how TF's
-mobile SSD examples are usually exported; it differs from Caffe for nets
-with several classes whose boxes overlap.
+nms_iou_threshold, then the max_detections best of all classes. Where they
+differ is the cap per class: Caffe keeps a class's top_k best candidates
+*before* NMS and every survivor; the op runs NMS on all candidates and keeps
+the first detections_per_class survivors. The survivors among a class's
+top_k best candidates are the same in both (greedy NMS decides each box
+from better ones only), so the two agree on every detection scoring at least
+the class's top_k-th best candidate, and below that the op may add survivors
+Caffe never considered. caffessd therefore, by default (candidates "caffe"),
+zeroes in the graph every score below its class's top_k-th best (one TopK
+over the priors per class, before the op): the op then sees Caffe's
+candidates and returns Caffe's detections (ties at the top_k-th score are
+all kept, where Caffe keeps top_k of them in sort order). Candidates "all"
+leaves that out: the op's own semantics, one op less (as TF's exported
+detectors have it). Fast NMS (--nms fast) is class-agnostic: one NMS over
+each prior's best class (TF's mobile examples' default); it differs from
+Caffe for nets with several classes whose boxes overlap.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from caffessd.errors import UnsupportedLayerError
 OP_NAME = "TFLite_Detection_PostProcess"
 FLT_MAX = float(np.finfo(np.float32).max)
 NMS_MODES = ("regular", "fast")
+CANDIDATES = ("caffe", "all")
 
 
 @dataclass
@@ -53,6 +58,7 @@ class PostProcess:
     attributes: Dict[str, object]
     anchors: np.ndarray                 # [P, 4] y, x, h, w
     encoding_scale: Optional[np.ndarray]  # [P, 4] per-prior variances in (y, x, h, w) order, or None
+    candidates_per_class: Optional[int] = None  # Caffe's pre-NMS top_k, applied in the graph (None: not needed)
 
     def implements_signature(self) -> str:
         """The `experimental_implements` text the TFLite converter turns into the custom op."""
@@ -109,7 +115,8 @@ def anchors_and_scales(priors: np.ndarray, encoded: bool) -> Tuple[np.ndarray, D
     return anchors, dict(y_scale=1.0, x_scale=1.0, h_scale=1.0, w_scale=1.0), yxhw.astype(np.float32)
 
 
-def post_process(layer, settings: dict, priors: np.ndarray, nms: str = "regular") -> PostProcess:
+def post_process(layer, settings: dict, priors: np.ndarray, nms: str = "regular",
+                 candidates: str = "caffe") -> PostProcess:
     """The op for DetectionOutput `layer` with resolved `settings`
     (caffessd.onnxconv.ssd.detection_settings) and its constant priors."""
     check_settings(layer, settings)
@@ -130,4 +137,7 @@ def post_process(layer, settings: dict, priors: np.ndarray, nms: str = "regular"
         **scales,
         "num_classes": classes - 1,
     }
-    return PostProcess(attributes, anchors, multiplier)
+    top_k = int(settings["top_k"])
+    prefilter = (candidates == "caffe" and nms == "regular" and settings["max_per_class"] <= 0
+                 and threshold is not None and threshold > 0 and 0 < top_k < count)
+    return PostProcess(attributes, anchors, multiplier, top_k if prefilter else None)

@@ -12,8 +12,6 @@ each thread gets its own (detect --streams).
 """
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from pathlib import Path
 from typing import Dict, Optional
@@ -23,6 +21,7 @@ import numpy as np
 from caffessd.errors import FormatError
 from caffessd.inference.engines.base import BLOB, Engine, require_runtime
 from caffessd.inference.engines.sidecar import read_sidecar
+from caffessd.util.quiet import quiet_stderr
 
 DETECTION_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 
@@ -58,7 +57,7 @@ class TfliteEngine(Engine):
         except OSError as exc:
             raise FormatError(self.path, f"cannot read it ({exc.strerror or exc})") from None
         self._local = threading.local()
-        with _quiet_stderr():        # LiteRT prints an INFO line on its first interpreter of a process
+        with quiet_stderr():        # LiteRT prints an INFO line on its first interpreter of a process
             self._interpreter()      # load now: a bad file fails at open, not at the first image
         self.outputs_by_name = list(facts["outputs"])
         self.full = self.outputs_by_name[:4] == list(DETECTION_OUTPUTS)
@@ -110,27 +109,6 @@ class TfliteEngine(Engine):
         """Every output of the model for the first image, by name (raw
         exports: loc, conf, priors in the ONNX --raw export's shapes)."""
         return self._invoke(np.asarray(blob, np.float32)[0], self.outputs_by_name)
-
-
-class _quiet_stderr:
-    """Silence file descriptor 2 (C++ logging) for the duration of a block."""
-
-    def __enter__(self):
-        try:
-            sys.stderr.flush()
-            self.saved = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        except OSError:
-            self.saved = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-        return False
 
 
 ENGINE = TfliteEngine
