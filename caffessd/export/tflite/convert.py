@@ -87,7 +87,6 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
     yielding NCHW float32 input blobs (1, 3, H, W) for calibration.
     `extra_outputs`: blob names also exposed as outputs (the parity tests
     read loc/conf from the same model whose detections they check)."""
-
     if precision not in PRECISIONS:
         raise CaffessdError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     if nms not in NMS_MODES:
@@ -96,6 +95,11 @@ def to_tflite(net: Net, *, raw: bool = False, precision: str = "float32", nms: s
         raise CaffessdError(f"candidates must be one of {', '.join(CANDIDATES)}, not '{candidates}'")
     if precision == "int8" and representative is None:
         raise CaffessdError("int8 needs representative images to calibrate with")
+    with quiet_stderr():   # TensorFlow's device probing and the converter's progress, written by C++
+        return _to_tflite(net, raw, precision, nms, candidates, representative, input_shapes, extra_outputs)
+
+
+def _to_tflite(net, raw, precision, nms, candidates, representative, input_shapes, extra_outputs) -> TfliteModel:
     tf = tensorflow()
     shapes = _one_image(net, input_shapes)
     input_blob, shape = next(iter(shapes.items()))
@@ -225,8 +229,7 @@ def _convert(tf, tfnet, function, precision, representative, custom_ops: bool) -
                                                     for b in representative())
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        with quiet_stderr():   # the converter's C++ progress lines
-            return converter.convert()
+        return converter.convert()
     except Exception as exc:  # the converter raises several of its own types
         text = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         raise CaffessdError(f"the TFLite converter refused the net: {text[:300]}") from None

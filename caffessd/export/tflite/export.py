@@ -16,6 +16,7 @@ from caffessd.inference.calibration import calibration_blobs
 from caffessd.util.files import atomic_write_many, check_writable
 from caffessd.util.outputs import refuse_overwriting
 from caffessd.export.tflite.convert import TfliteModel, to_tflite
+from caffessd.train.tfimport import tensorflow
 
 SUFFIX = ".tflite"
 CALIBRATION_IMAGES = 100
@@ -37,12 +38,15 @@ def output_paths(output) -> Tuple[Path, Path]:
 
 
 def require_tensorflow() -> None:
-    """One line naming the extra when TensorFlow (the converter) is missing."""
+    """One line naming the extra when TensorFlow (the converter) is missing
+    (imported quietly, as the trainer imports it)."""
     try:
-        import tensorflow  # noqa: F401
-    except ImportError:
+        found = tensorflow()
+    except CaffessdError:
+        found = None
+    if found is None:
         raise CaffessdError("export-tflite converts with TensorFlow, which is not installed: "
-                            "pip install 'caffessd[tf]'") from None
+                            "pip install 'caffessd[tf]'")
 
 
 def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision: str = "float32",

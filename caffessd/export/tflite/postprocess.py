@@ -138,6 +138,6 @@ def post_process(layer, settings: dict, priors: np.ndarray, nms: str = "regular"
         "num_classes": classes - 1,
     }
     top_k = int(settings["top_k"])
-    prefilter = (candidates == "caffe" and nms == "regular" and settings["max_per_class"] <= 0
+    prefilter = (candidates == "caffe" and settings["max_per_class"] <= 0
                  and threshold is not None and threshold > 0 and 0 < top_k < count)
     return PostProcess(attributes, anchors, multiplier, top_k if prefilter else None)

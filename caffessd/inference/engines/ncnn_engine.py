@@ -7,12 +7,20 @@ DetectionOutput writes (label, score, xmin, ymin, xmax, ymax) rows and
 nothing at all when an image has no detection; the engine prefixes the
 image index to make caffessd's 7-column rows.
 
+Threads: ncnn parallelises with OpenMP (its wheel bundles libgomp), whose
+threads by default spin while they wait at a barrier. On a machine whose
+cores are busy with other work that turns into a stampede: MobileNet-SSD
+took 3.4 s per image with 2 threads on this project's shared 2-core machine,
+and 0.16 s with passive waiting. The engine therefore sets OMP_WAIT_POLICY=
+PASSIVE (unless it is set already) before ncnn is first imported.
+
 Precision: f32 turns off ncnn's float16/bfloat16 storage and arithmetic,
 which its CPU builds otherwise pick where the CPU has them (the parity tests
 need the float32 result); f16 turns float16 storage and arithmetic on.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -49,6 +57,7 @@ class NcnnEngine(Engine):
         weights = self.path.with_name(facts.get("bin") or self.path.with_suffix(".bin").name)
         if not weights.is_file():
             raise FormatError(weights, f"missing: the weights of {self.path.name}")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # read by libgomp when ncnn loads
         ncnn = require_runtime("ncnn", engine="ncnn", extra="ncnn")
         self.net = _load(ncnn, self.path, weights, threads, self.precision)
         self._ncnn = ncnn
