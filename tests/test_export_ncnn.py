@@ -149,6 +149,20 @@ def test_face_model_blobs_and_detections(face_prototxt, face_caffemodel, face_ph
         assert match_detections(json_rows(ours), rows, theirs["width"], theirs["height"]) == len(rows)
 
 
+def test_input_size(face_prototxt, face_caffemodel, face_photos, tmp_path, capsys):
+    """--input-size 640x480: ncnn's PriorBox follows the new maps; rows equal the ONNX export at that size."""
+    code, err, _ = run_in_process(["export-ncnn", face_prototxt, face_caffemodel, "-o", tmp_path,
+                                   "--input-size", "640x480"], capsys)
+    assert code == 0, err
+    engine = open_engine(next(tmp_path.glob("*.param")))
+    assert engine.metadata["input_size"] == [640, 480] and engine.metadata["inputs"]["data"] == [1, 3, 480, 640]
+    blob = photo_blob(face_photos[1], 640, 480)
+    net = Net.load(face_prototxt, face_caffemodel)
+    theirs = run_onnx(to_onnx(net, input_shapes=(1, 3, 480, 640)), {"data": blob})["detection_out"]
+    ours = engine.run(blob)
+    assert len(ours) >= 3 and match_detections(ours, theirs, 640, 480) == len(ours)
+
+
 def test_metadata_is_the_onnx_exports(face_prototxt, face_caffemodel, tmp_path):
     """The sidecar holds what export-onnx stores for the same net and options."""
     from caffessd.commands.export_options import export_metadata

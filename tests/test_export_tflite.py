@@ -113,17 +113,18 @@ def test_op_semantics_without_caffes_top_k(face_prototxt, face_caffemodel, face_
 
 
 def test_face_raw_blobs(face_prototxt, face_caffemodel, face_photos, tmp_path, capsys):
+    """--raw, converted for another input size (--input-size 640x480)."""
     code, err, out = run_in_process(["export-tflite", face_prototxt, face_caffemodel, "-o", tmp_path / "raw.tflite",
-                                     "--raw"], capsys)
+                                     "--raw", "--input-size", "640x480"], capsys)
     assert code == 0, err
     assert "outputs loc, conf, priors" in out
     engine = open_engine(tmp_path / "raw.tflite")
-    assert engine.metadata["kind"] == "raw"
+    assert engine.metadata["kind"] == "raw" and engine.metadata["input_size"] == [640, 480]
     net = Net.load(face_prototxt, face_caffemodel)
     for photo in face_photos:
-        blob = photo_blob(photo, 320, 240)
+        blob = photo_blob(photo, 640, 480)
         ours = engine.outputs(blob)
-        theirs = run_onnx(to_onnx(net, raw=True), {"data": blob})
+        theirs = run_onnx(to_onnx(net, raw=True, input_shapes=(1, 3, 480, 640)), {"data": blob})
         for name in ("loc", "conf", "priors"):
             assert ours[name].shape == theirs[name].shape, name
             assert_close(ours[name], theirs[name], name)
