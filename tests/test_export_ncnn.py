@@ -21,6 +21,7 @@ import pytest
 
 ncnn = pytest.importorskip("ncnn")
 
+from caffessd import protoio  # noqa: E402
 from caffessd.generators import plan_net  # noqa: E402
 from caffessd.inference.engines import open_engine  # noqa: E402
 from caffessd.export.ncnn import to_ncnn  # noqa: E402
@@ -33,6 +34,8 @@ from export_helpers import (NETS, assert_close, build_export_net, detect_json, i
                             layer_types, match_detections, onnx_outputs, photo_blob)
 from onnx_parity import build_net  # noqa: E402
 from test_onnx_layers import NETS as LAYER_NETS  # noqa: E402
+
+VOC_LABELS = __import__("conftest").MNV2_REF / "ssdlite" / "voc" / "labelmap_voc.prototxt"
 
 # Forms ncnn has no layer for (each refused by name in test_refused_forms).
 NOT_EXPRESSIBLE = {
@@ -99,7 +102,8 @@ def generated(tmp_path_factory):
 def test_generated_net_matches_onnxruntime_and_detect(generated, name, face_photos, tmp_path, capsys):
     prototxt, caffemodel, config = generated[name]
     run = lambda argv: run_in_process(argv, capsys)  # noqa: E731
-    code, err, out = run(["export-ncnn", prototxt, caffemodel, "-o", tmp_path / "ncnn"])
+    labels = ["--labels", VOC_LABELS] if config.num_classes == 21 else []
+    code, err, out = run(["export-ncnn", prototxt, caffemodel, "-o", tmp_path / "ncnn", *labels])
     assert code == 0, err
     assert "preprocessing: mean 127.5, scale 0.007843, BGR" in err    # from the net's caffessd note
     param = next((tmp_path / "ncnn").glob("*.param"))
@@ -125,6 +129,9 @@ def test_generated_net_matches_onnxruntime_and_detect(generated, name, face_phot
     cut = ref_rows[:, 2].min() if len(ref_rows) == keep else -np.inf
     matched = match_detections(json_rows(exported), ref_rows, reference["width"], reference["height"], cut=cut)
     assert matched >= 0.9 * len(ref_rows)
+    if labels:   # the class names the export recorded come out of detect
+        names = protoio.labelmap_names(VOC_LABELS)
+        assert all(d["name"] == names[d["label"]] for d in exported["detections"])
 
 
 def test_face_model_blobs_and_detections(face_prototxt, face_caffemodel, face_photos, tmp_path, capsys):
