@@ -22,6 +22,8 @@ from caffessd.errors import CaffessdError, UnsupportedLayerError
 from caffessd.layers import DATA_LAYER_TYPES
 from caffessd.net import Net, filter_phase
 from caffessd.train.executor.context import ForwardContext
+from caffessd.train.executor.fusion import plan_batch_norm_scale
+from caffessd.train.executor.normalization import batch_norm_scale
 from caffessd.train.executor.registry import BUILDERS
 from caffessd.train.tfimport import tensorflow
 
@@ -32,6 +34,9 @@ INPUT_TYPES = DATA_LAYER_TYPES | {"Input"}
 # The blobs' dtype. float32 as Caffe; tests set float64 to tell an arithmetic
 # error from float32 rounding (e.g. the distributed equality with BatchNorm).
 PARAM_DTYPE = np.float32
+# Run BatchNorm+Scale pairs as one fused op (caffessd.train.executor.fusion).
+# False runs every layer on its own (the benchmark's "before", a check in tests).
+FUSE_BN_SCALE = True
 
 
 @dataclass
@@ -122,6 +127,7 @@ class TFNet:
         shapes.update(input_shapes or {})
         self.infos = list(self.net.walk(shapes, with_weights=False))
         self.data_layers = [i for i in self.infos if i.type in INPUT_TYPES]
+        self.bn_scale = plan_batch_norm_scale(self.infos)       # BatchNorm name -> its Scale
         self.image_shape = next((i.output_shapes[0] for i in self.data_layers), None)
         for info in self.infos:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
@@ -139,8 +145,10 @@ class TFNet:
         return [i.name for i in self.infos if i.type in ("MultiBoxLoss",)]
 
     def forward(self, feeds: Dict[str, object], training: Optional[bool] = None, update_stats: bool = False,
-                stop_after: Optional[str] = None, compute_dtype=None) -> ForwardContext:
-        """Run the layers on `feeds` ({data top: NCHW tensor}); returns the context with all blobs."""
+                stop_after: Optional[str] = None, compute_dtype=None, fuse: Optional[bool] = None) -> ForwardContext:
+        """Run the layers on `feeds` ({data top: NCHW tensor}); returns the context with all blobs.
+        `fuse`: BatchNorm+Scale pairs as one op (default FUSE_BN_SCALE); False gives every
+        layer its own output (the trainer's diagnosis of a non-finite loss)."""
         training = self.phase == "TRAIN" if training is None else training
         ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype)
         tf = ctx.tf
@@ -148,10 +156,17 @@ class TFNet:
             if compute_dtype is not None and value.dtype.is_floating and blob == self.data_layers[0].layer.top[0]:
                 value = tf.cast(value, compute_dtype)
             ctx.feed(blob, value)
+        fuse = FUSE_BN_SCALE if fuse is None else fuse
+        fused_now = set()
         for info in self.infos:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
                 continue
-            BUILDERS[info.type](ctx, info)
+            partner = self.bn_scale.get(info.name) if fuse and info.name != stop_after else None
+            if partner is not None:
+                batch_norm_scale(ctx, info, partner)
+                fused_now.add(partner.name)
+            elif info.name not in fused_now:  # a fused pair's Scale ran with its BatchNorm
+                BUILDERS[info.type](ctx, info)
             if stop_after is not None and info.name == stop_after:
                 break
         return ctx
