@@ -1,7 +1,7 @@
 """Trainer: Caffe's Solver::Solve loop for a SOLVER.prototxt, on TensorFlow.
 
     trainer = Trainer("solver_train.prototxt", input_fn=build_input)
-    trainer.load_weights("init.caffemodel")        # by layer name; returns the missing layers
+    trainer.load_weights("init.caffemodel")        # by layer name; .missing, .skipped layers
     trainer.solve()                                 # test, display, snapshot as the solver says
 
 Order of one iteration (Solver::Step): test when iter % test_interval == 0
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -30,6 +31,27 @@ from caffessd.train.tfimport import tensorflow
 
 class NonFiniteLoss(CaffessdError):
     """Training stopped at the first non-finite loss or gradient."""
+
+
+@dataclass
+class LoadedWeights:
+    """What Trainer.load_weights did: layers given the file's blobs, layers the file
+    lacks, and layers whose blobs did not fit (skip_mismatched), all keeping their fillers."""
+
+    loaded: List[str]
+    missing: List[str]
+    skipped: List[snapshot.Mismatch]
+
+    def summary(self) -> List[str]:
+        """Lines for the log: one per skipped layer, with the file's and the net's blob shapes."""
+        lines = []
+        if self.missing:
+            lines.append(f"{len(self.missing)} layer(s) missing from the file keep their fillers: "
+                         f"{', '.join(self.missing)}")
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} layer(s) with other blob shapes keep their fillers:")
+            lines.extend(f"  {m.describe()}" for m in self.skipped)
+        return lines
 
 
 def _resolve(path: str, solver_path: Path) -> Path:
@@ -50,7 +72,8 @@ class Trainer:
 
     def __init__(self, solver, *, input_fn: Optional[Callable] = None, root=None,
                  log: Optional[Callable[[str], None]] = None, progress: bool = True,
-                 shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False):
+                 shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False,
+                 xla: bool = False):
         self.tf = tf = tensorflow()
         self.solver_path = Path(solver) if not isinstance(solver, caffe_pb2.SolverParameter) else Path("solver.prototxt")
         self.param = solver if isinstance(solver, caffe_pb2.SolverParameter) else read_solver(solver)
@@ -69,6 +92,11 @@ class Trainer:
         # With several workers only the chief logs and writes files (every worker
         # holds the same weights after each step).
         self.chief = devices.is_chief(strategy)
+        self.xla = xla
+        if xla and not compiled:
+            raise CaffessdError("XLA compiles the step: it needs compiled=True")
+        if xla and strategy is not None and strategy.num_replicas_in_sync > 1:
+            raise CaffessdError("--xla trains on one device; leave it out with several GPUs or workers")
         if not self.chief:
             self.log = lambda line: None
             self.show_progress = False
@@ -89,7 +117,7 @@ class Trainer:
             self.test_nets.append(TFNet(param, "TEST", self.store, initial=extra, source=source))
         if not self.train_net.data_layers or len(self.train_net.data_layers[0].layer.top) < 2:
             raise FormatError(train_source, "the train net needs an AnnotatedData layer with data and label tops")
-        self.solver = Solver(self.param, self.store.params, compiled=compiled)
+        self.solver = Solver(self.param, self.store.params, compiled=compiled, jit=self.xla)
         self.trainable = [p.variable for p in self.solver.trainable]
         self.history: Dict[str, List] = {"iter": [], "loss": [], "test_iter": [], "map": []}
         self._losses: List[float] = []
@@ -100,6 +128,8 @@ class Trainer:
             def step(images, gt, scale):
                 return self.strategy.run(self._forward_backward, args=(images, gt, scale))
         self._step_fn = tf.function(step, reduce_retracing=True) if compiled else step
+        self._stat_variables: List = []
+        self._xla_body = tf.function(self._body, jit_compile=True, reduce_retracing=True) if self.xla else None
         self._batches = None
         self.last_snapshot: Optional[Path] = None
         self.checked_matches = False
@@ -134,13 +164,17 @@ class Trainer:
 
     # ------------------------------------------------------------ weights and state
 
-    def load_weights(self, path) -> List[str]:
-        """--weights: blobs by layer name; returns the layers the file lacks (they keep their fillers)."""
+    def load_weights(self, path, skip_mismatched: bool = False) -> "LoadedWeights":
+        """--weights: blobs by layer name. Layers the file lacks keep their fillers
+        (`.missing`); a layer whose blobs have other shapes is an error naming the layer,
+        or with skip_mismatched keeps its fillers too (`.skipped`: e.g. the class heads
+        when fine-tuning weights trained for another number of classes)."""
         model = protoio.read_caffemodel(path)
         expected = {name: [tuple(v.shape) for v in variables] for name, variables in self.store.variables.items()}
-        found, missing = snapshot.weights_by_name(model, expected, os.fspath(path))
+        found, missing, mismatched = snapshot.weights_by_name(model, expected, os.fspath(path),
+                                                              skip_mismatched=skip_mismatched)
         self.store.assign(found)
-        return missing
+        return LoadedWeights(loaded=sorted(found), missing=missing, skipped=mismatched)
 
     def resume(self, state_path) -> None:
         """--resume X.solverstate: the weights of its learned_net (or the .caffemodel beside it) and the history."""
@@ -150,7 +184,7 @@ class Trainer:
             model_path = Path(state_path).with_suffix(".caffemodel")
         if not model_path.exists():
             raise FormatError(state_path, f"names weights {state.learned_net or model_path} that do not exist")
-        missing = self.load_weights(model_path)
+        missing = self.load_weights(model_path).missing
         if missing:
             raise FormatError(model_path, f"lacks the layer(s) {', '.join(missing[:5])} of the train net")
         self.solver.restore(state, os.fspath(state_path))
@@ -168,12 +202,30 @@ class Trainer:
 
     # ------------------------------------------------------------ one pass
 
+    def _body(self, images):
+        """The train net up to its loss layers (XLA compiles this; the losses' matching
+        runs in numpy outside it): the loss layers' inputs and the BatchNorm updates."""
+        data = self.train_net.data_layers[0].layer
+        ctx = self.train_net.forward({data.top[0]: images}, training=True, update_stats=True,
+                                     compute_dtype=self.compute_dtype, part="body")
+        self._stat_variables = [var for var, _ in ctx.stat_updates]  # the same order at every trace
+        return [ctx.get(blob) for blob in self.train_net.loss_inputs()], [value for _, value in ctx.stat_updates]
+
+    def _train_forward(self, images, gt):
+        data = self.train_net.data_layers[0].layer
+        feeds = {data.top[0]: images, data.top[1]: gt}
+        if self._xla_body is None:
+            return self.train_net.forward(feeds, training=True, update_stats=True, compute_dtype=self.compute_dtype)
+        blobs, stats = self._xla_body(images)
+        feeds.update(zip(self.train_net.loss_inputs(), blobs))
+        ctx = self.train_net.forward(feeds, training=True, compute_dtype=self.compute_dtype, part="losses")
+        ctx.stat_updates = list(zip(self._stat_variables, stats))
+        return ctx
+
     def _forward_backward(self, images, gt, scale):
         tf = self.tf
-        data = self.train_net.data_layers[0].layer
         with tf.GradientTape() as tape:
-            ctx = self.train_net.forward({data.top[0]: images, data.top[1]: gt}, training=True, update_stats=True,
-                                         compute_dtype=self.compute_dtype)
+            ctx = self._train_forward(images, gt)
             if not ctx.losses:
                 raise CaffessdError("the train net has no loss layer")
             loss = tf.add_n(list(ctx.losses.values()))

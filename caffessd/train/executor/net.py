@@ -31,6 +31,8 @@ from caffessd.train.tfimport import tensorflow
 EVALUATION_TYPES = {"DetectionOutput", "DetectionEvaluate", "Accuracy"}
 # Layers whose tops are fed from outside the graph.
 INPUT_TYPES = DATA_LAYER_TYPES | {"Input"}
+# Loss layers: their matching runs in numpy, outside an XLA-compiled body.
+LOSS_TYPES = {"MultiBoxLoss"}
 # The blobs' dtype. float32 as Caffe; tests set float64 to tell an arithmetic
 # error from float32 rounding (e.g. the distributed equality with BatchNorm).
 PARAM_DTYPE = np.float32
@@ -142,13 +144,26 @@ class TFNet:
 
     @property
     def loss_layers(self) -> List[str]:
-        return [i.name for i in self.infos if i.type in ("MultiBoxLoss",)]
+        return [i.name for i in self.infos if i.type in LOSS_TYPES]
+
+    def loss_inputs(self) -> List[str]:
+        """The blobs the loss layers read that the net computes (not the fed data tops):
+        what an XLA-compiled body hands to the losses."""
+        fed = {top for info in self.data_layers for top in info.layer.top}
+        blobs = []
+        for info in self.infos:
+            if info.type in LOSS_TYPES:
+                blobs.extend(b for b in info.layer.bottom if b not in fed and b not in blobs)
+        return blobs
 
     def forward(self, feeds: Dict[str, object], training: Optional[bool] = None, update_stats: bool = False,
-                stop_after: Optional[str] = None, compute_dtype=None, fuse: Optional[bool] = None) -> ForwardContext:
+                stop_after: Optional[str] = None, compute_dtype=None, fuse: Optional[bool] = None,
+                part: str = "all") -> ForwardContext:
         """Run the layers on `feeds` ({data top: NCHW tensor}); returns the context with all blobs.
         `fuse`: BatchNorm+Scale pairs as one op (default FUSE_BN_SCALE); False gives every
-        layer its own output (the trainer's diagnosis of a non-finite loss)."""
+        layer its own output (the trainer's diagnosis of a non-finite loss).
+        `part`: "all" layers, the "body" (all but the loss layers) or only the "losses"
+        (fed the body's loss_inputs() besides the data tops)."""
         training = self.phase == "TRAIN" if training is None else training
         ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype)
         tf = ctx.tf
@@ -160,6 +175,8 @@ class TFNet:
         fused_now = set()
         for info in self.infos:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
+                continue
+            if (part == "body" and info.type in LOSS_TYPES) or (part == "losses" and info.type not in LOSS_TYPES):
                 continue
             partner = self.bn_scale.get(info.name) if fuse and info.name != stop_after else None
             if partner is not None:
