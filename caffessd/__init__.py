@@ -2,6 +2,8 @@
 
 The public API is re-exported here lazily so that `import caffessd` stays
 cheap (no onnx/onnxruntime import until a feature needs it).
+
+May import: nothing at import time; each name resolves lazily to its module.
 """
 __version__ = "0.1.0"
 
@@ -16,12 +18,12 @@ _EXPORTS = {
     "read_labelmap": "caffessd.protoio",
     "Net": "caffessd.net",
     "summarize": "caffessd.summary",
-    "Detector": "caffessd.runtime",
-    "Detection": "caffessd.runtime",
-    "Preprocessing": "caffessd.preprocess",
+    "Detector": "caffessd.inference.detector",
+    "Detection": "caffessd.inference.detector",
+    "Preprocessing": "caffessd.image.preprocess",
     "to_onnx": "caffessd.onnxconv",
     "convert": "caffessd.onnxconv",
-    "run_onnx": "caffessd.onnxconv",
+    "run_onnx": "caffessd.inference.session",
     "fold_batchnorm": "caffessd.merge_bn",
     "merge_bn": "caffessd.merge_bn",
     "evaluate": "caffessd.eval.runner",

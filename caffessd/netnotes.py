@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Union
 
 from caffessd.errors import FormatError
+from caffessd.util.files import read_bytes
 
 PREFIX = "# caffessd: "
 
@@ -41,8 +42,6 @@ def parse_notes(text: str, path: Union[str, Path, None] = None) -> dict:
 
 def read_notes(path: Union[str, Path]) -> dict:
     """The notes of a prototxt file ({} when it has none or is not text)."""
-    from caffessd.protoio import read_bytes
-
     try:
         text = read_bytes(path).decode("utf-8")
     except UnicodeDecodeError:

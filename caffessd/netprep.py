@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Tuple
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.netnotes import read_notes, with_notes
+from caffessd import protoio
 
 NOTE_KEY = "preprocessing"
-DATA_LAYER_TYPES = ("AnnotatedData", "Data", "ImageData", "WindowData")
+TRANSFORMING_DATA_LAYERS = ("AnnotatedData", "Data", "ImageData", "WindowData")  # data layers with a transform_param
 TF_MEAN, TF_SCALE = 127.5, 1 / 127.5       # TF Object Detection API / Keras MobileNets: x / 127.5 - 1
 
 
@@ -52,8 +54,6 @@ def preprocessing_note(mean: Sequence[float], scale: float, rgb: bool = False) -
 
 def with_preprocessing(text: str, mean: Sequence[float], scale: float, rgb: bool = False) -> str:
     """Prototxt `text` with the preprocessing note at the top (other notes kept)."""
-    from caffessd.netnotes import with_notes
-
     return with_notes(text, preprocessing_note(mean, scale, rgb))
 
 
@@ -61,8 +61,6 @@ def carry_notes(source_prototxt, text: str) -> str:
     """`text` (a net derived from `source_prototxt`, e.g. by merge-bn) with the
     source's caffessd notes, and its preprocessing recorded even when the source
     had it only from a train/test prototxt beside it (the copy may live elsewhere)."""
-    from caffessd.netnotes import read_notes, with_notes
-
     notes = read_notes(source_prototxt)
     if NOTE_KEY not in notes:
         found = from_training_net(source_prototxt)
@@ -77,8 +75,6 @@ def net_preprocessing(prototxt) -> NetPreprocessing:
 
 
 def from_note(prototxt) -> Optional[NetPreprocessing]:
-    from caffessd.netnotes import read_notes
-
     note = read_notes(prototxt).get(NOTE_KEY)
     if note is None:
         return None
@@ -124,13 +120,11 @@ def training_net_candidates(prototxt) -> Iterable[Path]:
 
 
 def _transform_of(path: Path) -> Optional[Tuple[Tuple[float, float, float], float]]:
-    from caffessd import protoio
-
     try:
         net = protoio.read_prototxt(path)
     except (CaffessdError, OSError):
         return None   # not a net (or unreadable): it was only a guess from the name
-    layers = [layer for layer in net.layer if layer.type in DATA_LAYER_TYPES and layer.HasField("transform_param")]
+    layers = [layer for layer in net.layer if layer.type in TRANSFORMING_DATA_LAYERS and layer.HasField("transform_param")]
     # The TEST-phase layer is the one whose transform matches deployment.
     layers.sort(key=lambda layer: not any(rule.phase == 1 for rule in layer.include))
     for layer in layers:

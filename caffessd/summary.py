@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 from caffessd.errors import CaffessdError
 from caffessd.net import Net
+from caffessd.validate.memory import human
 
 
 @dataclass
@@ -104,8 +105,6 @@ def format_table(summary: NetSummary) -> str:
     out.append(f"{len(summary.layers)} layers, {summary.total_params:,} parameters, "
                f"{summary.total_multiply_adds:,} multiply-adds ({_human(summary.total_multiply_adds)})")
     if summary.memory:
-        from caffessd.validate.memory import human
-
         mem = summary.memory
         out.append(f"memory: {human(mem['total'])} (blobs {human(mem['blobs'])}, priors {human(mem['priors'])}, "
                    f"weights {human(mem['weights'])}), at 4 bytes per value")

@@ -3,7 +3,7 @@
 
 1. int8 vs fp32 latency (median over interleaved runs) of MobileNet-SSD 300,
    MobileNetV2-SSDLite 300 (both from gen-model with --init-weights) and the
-   embedded face detector; int8 models come from caffessd.deploy.quantize_model
+   embedded face detector; int8 models come from caffessd.inference.quantize_model
    calibrated on generated photos.
 2. Folder throughput (images/s) over generated JPEG photos: caffessd's
    pipelined detection (Detector.detect_many: decode-ahead threads, batch N
@@ -39,12 +39,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from caffessd.deploy import quantize_model  # noqa: E402
-from caffessd.deploy.session import make_session  # noqa: E402
+from caffessd.inference import quantize_model  # noqa: E402
+from caffessd.inference.session import make_session  # noqa: E402
 from caffessd.onnxconv import convert  # noqa: E402
-from caffessd.preprocess import Preprocessing, load_image, make_blob  # noqa: E402
+from caffessd.image.preprocess import Preprocessing, load_image, make_blob  # noqa: E402
 from caffessd.resources import bundled  # noqa: E402
-from caffessd.runtime import Detector, default_model  # noqa: E402
+from caffessd.inference.detector import Detector, default_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_inference import time_runs  # noqa: E402  (one timing loop for every benchmark)
@@ -253,12 +253,12 @@ def throughput_opencv(prototxt, weights, prep: Preprocessing, photos: list, thre
 
 def preprocessing_costs(photos: list, prep: Preprocessing):
     """(stage, caffessd CPU ms, OpenCV CPU ms) per photo: decode (Pillow via
-    caffessd.imageread vs cv2.imread; also Pillow's JPEG decode alone) and
+    caffessd.image.read vs cv2.imread; also Pillow's JPEG decode alone) and
     resize (the numpy copy of INTER_LINEAR vs cv2.resize), each over every
     photo, best of 3 passes."""
     import cv2
 
-    from caffessd.preprocess import resize_linear
+    from caffessd.image.preprocess import resize_linear
 
     cv2.setNumThreads(1)
 

@@ -80,8 +80,8 @@ def child(args) -> None:
     import resource
 
     from caffessd.eval.runner import evaluate
-    from caffessd.preprocess import load_image
-    from caffessd.runtime import Detector
+    from caffessd.image.preprocess import load_image
+    from caffessd.inference.detector import Detector
 
     model = None if args.model == "face" else tuple(args.model.split(","))
     detector = Detector(threshold=0.01) if model is None else Detector(*model, threshold=0.01)

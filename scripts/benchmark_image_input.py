@@ -20,8 +20,8 @@ from caffessd.net import Net  # noqa: E402
 from caffessd.netprep import net_preprocessing  # noqa: E402
 from caffessd.onnxconv import to_onnx  # noqa: E402
 from caffessd.onnxconv.image_input import add_image_input  # noqa: E402
-from caffessd.preprocess import load_image  # noqa: E402
-from caffessd.runtime import default_model, sample_image  # noqa: E402
+from caffessd.image.preprocess import load_image  # noqa: E402
+from caffessd.inference.detector import default_model, sample_image  # noqa: E402
 
 
 def main(argv=None):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from caffessd.preprocess import load_image, make_blob  # noqa: E402
-from caffessd.runtime import Detector, default_model, sample_image  # noqa: E402
+from caffessd.image.preprocess import load_image, make_blob  # noqa: E402
+from caffessd.inference.detector import Detector, default_model, sample_image  # noqa: E402
 
 
 def time_runs(run, warmup: int, runs: int) -> list:

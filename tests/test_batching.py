@@ -1,5 +1,5 @@
-"""Batched, pipelined detection (caffessd.deploy.batching) and the session
-cache (caffessd.deploy.session): results and their order must not depend on
+"""Batched, pipelined detection (caffessd.inference.batching) and the session
+cache (caffessd.inference.session): results and their order must not depend on
 --batch or on the number of threads."""
 import json
 
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from caffessd.resources import bundled
-from caffessd.runtime import Detector
+from caffessd.inference.detector import Detector
 
 FACE = bundled("yufacedetectnet", "keliamoniz1.jpg").parent
 

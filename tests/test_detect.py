@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from caffessd.preprocess import load_image, make_blob
-from caffessd.runtime import Detector, default_model, sample_image
+from caffessd.image.preprocess import load_image, make_blob
+from caffessd.inference.detector import Detector, default_model, sample_image
 
 cv2 = pytest.importorskip("cv2")
 

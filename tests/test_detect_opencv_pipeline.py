@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from caffessd.runtime import default_model
+from caffessd.inference.detector import default_model
 
 THRESHOLD = 0.5
 

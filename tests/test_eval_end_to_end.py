@@ -66,7 +66,7 @@ def test_merged_and_original_mobilenet_ssd_give_equal_map(run_cli, tmp_path):
     finds (so AP is not 0) with random ones (so it is not 1)."""
     from caffessd.net import Net
     from caffessd.protoio import caffemodel_from, write_caffemodel
-    from caffessd.runtime import Detector
+    from caffessd.inference.detector import Detector
 
     gen = tmp_path / "gen"
     result = run_cli("gen-model", "--classes", "3", "--stage", "deploy", "--conf-threshold", "0.01",

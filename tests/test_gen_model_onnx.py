@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from caffessd.generators import SSDConfig, build_net, init_weights, plan_net
-from caffessd import onnxconv
+from caffessd import inference, onnxconv
 from caffessd.net import Net
 from caffessd.protoio import write_caffemodel, write_prototxt
 from test_gen_model_grid import grid, label
@@ -59,7 +59,7 @@ def check_onnx_matches_opencv(config, tmp_path):
     cv_net.setInput(image)
     opencv = dict(zip(names + ["detection_out"], cv_net.forward(names + ["detection_out"])))
     net = Net.load(tmp_path / "deploy.prototxt", tmp_path / "init.caffemodel")
-    onnx = onnxconv.run_onnx(onnxconv.to_onnx(net, extra_outputs=names), {"data": image})
+    onnx = inference.run_onnx(onnxconv.to_onnx(net, extra_outputs=names), {"data": image})
 
     all_heads = len(heads) == 2 * len(plan.feature_layers)
     for name in names:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from caffessd.errors import FormatError
-from caffessd.imageread import (DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, decode_image_bytes, max_pixels_limit, orient,
+from caffessd.image.read import (DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, decode_image_bytes, max_pixels_limit, orient,
                                 read_image)
 
 RNG = np.random.default_rng(15)

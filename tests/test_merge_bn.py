@@ -11,7 +11,7 @@ import pytest
 from caffessd.errors import FormatError
 
 from caffessd.merge_bn import batchnorm_affine, fold_batchnorm
-from caffessd.merge_bn_verify import compare_nets, random_feeds, run_onnx_path, run_opencv
+from caffessd.merge_bn.verify import compare_nets, random_feeds, run_onnx_path, run_opencv
 from caffessd.net import Net
 from merge_bn_helpers import (
     batchnorm, conv, header, inner_product, layer, net_with_random_weights, parse_net, relu, scale,

@@ -18,7 +18,7 @@ import pytest
 from caffessd import caffe_pb2, protoio
 from caffessd.generators import SSDConfig, build_net
 from caffessd.merge_bn import FoldResult, merge_bn
-from caffessd.merge_bn_verify import run_opencv
+from caffessd.merge_bn.verify import run_opencv
 from caffessd.net import Net
 from caffessd.summary import summarize
 from conftest import MNV2_REF
@@ -71,7 +71,7 @@ def train_caffemodel(net: Net) -> caffe_pb2.NetParameter:
 
 
 def _runners():
-    from caffessd.merge_bn_verify import run_onnx_path
+    from caffessd.merge_bn.verify import run_onnx_path
 
     return [run_opencv, run_onnx_path]
 

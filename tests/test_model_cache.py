@@ -1,4 +1,4 @@
-"""detect's cache of converted models (caffessd.modelcache): checksummed
+"""detect's cache of converted models (caffessd.inference.model_cache): checksummed
 entries, rebuilt when broken, nothing cached that does not run, and a
 read-only cache folder is a warning, not an error."""
 from __future__ import annotations
@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from caffessd import modelcache
+from caffessd.inference import model_cache as modelcache
 from caffessd.errors import FormatError
-from caffessd.runtime import Detector, default_model, run_once
+from caffessd.inference.detector import Detector, default_model, run_once
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "models" / "yufacedetectnet" / "keliamoniz1.jpg"

@@ -9,8 +9,9 @@ import onnx
 import pytest
 
 from caffessd.errors import UnsupportedLayerError
-from caffessd.onnxconv import read_metadata, read_preprocessing, run_onnx, to_onnx
-from caffessd.onnxconv.priors import prior_boxes
+from caffessd.onnxconv import read_metadata, read_preprocessing, to_onnx
+from caffessd.inference.session import run_onnx
+from caffessd.priorbox import prior_boxes
 from caffessd import caffe_pb2
 from conftest import ROOT
 from onnx_parity import assert_close, build_net, cv2, opencv_forward

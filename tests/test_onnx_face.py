@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from caffessd.net import Net
-from caffessd.onnxconv import onnx_session, read_preprocessing, run_onnx, to_onnx
+from caffessd.onnxconv import read_preprocessing, to_onnx
+from caffessd.inference.session import onnx_session, run_onnx
 from onnx_parity import assert_close, assert_same_detections, cv2, opencv_forward
 
 MEAN = (104.0, 117.0, 123.0)

@@ -1,7 +1,7 @@
 """`export-onnx --image-input`: a model taking a uint8 HxWx3 image of any size,
 resizing and normalising inside the graph, boxes out in the image's pixels.
 
-Checked in onnxruntime against detect's blob path (caffessd.runtime.Detector,
+Checked in onnxruntime against detect's blob path (caffessd.inference.detector.Detector,
 whose resize equals cv2.resize) on both face photos, an odd-sized crop and an
 upscaled copy.
 - --image-resize opencv (default): OpenCV's fixed-point resize in the graph;
@@ -21,8 +21,8 @@ import onnxruntime as ort
 import pytest
 
 from caffessd.cli import main
-from caffessd.preprocess import load_image
-from caffessd.runtime import Detector
+from caffessd.image.preprocess import load_image
+from caffessd.inference.detector import Detector
 
 cv2 = pytest.importorskip("cv2")
 

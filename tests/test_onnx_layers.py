@@ -10,7 +10,8 @@ kernel/pad/stride, depthwise convolution and (depthwise) deconvolution.
 import numpy as np
 import pytest
 
-from caffessd.onnxconv import EMITTERS, run_onnx, to_onnx
+from caffessd.onnxconv import EMITTERS, to_onnx
+from caffessd.inference.session import run_onnx
 from onnx_parity import assert_close, assert_same_detections, build_net, opencv_forward
 
 

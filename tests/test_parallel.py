@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from caffessd.parallel import ordered_map
+from caffessd.util.parallel import ordered_map
 
 
 def test_results_in_input_order_despite_uneven_work():

@@ -1,4 +1,4 @@
-"""caffessd.preprocess.resize_linear against OpenCV's cv2.resize INTER_LINEAR,
+"""caffessd.image.preprocess.resize_linear against OpenCV's cv2.resize INTER_LINEAR,
 and make_blob against cv2.dnn.blobFromImage (the transform Caffe SSD's test
 nets and OpenCV users apply). Tolerance: the issue allows 1 grey level; the
 fixed-point copy is expected to be exact, which these tests require."""
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from caffessd.preprocess import Preprocessing, load_image, make_blob, resize_linear
+from caffessd.image.preprocess import Preprocessing, load_image, make_blob, resize_linear
 
 SOURCES = [(640, 480), (500, 375), (33, 17), (7, 5), (1, 1), (3000, 40), (2, 900), (300, 300), (1023, 767)]
 TARGETS = [(300, 300), (320, 240), (640, 640), (13, 7), (1, 1), (512, 288)]

@@ -1,6 +1,6 @@
 import io
 
-from caffessd.progress import Progress
+from caffessd.util.progress import Progress
 
 
 def test_progress_reports_count_rate_and_eta():

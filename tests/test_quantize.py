@@ -120,7 +120,7 @@ def _write_lmdb(path, photos):
 
 def test_lmdb_calibration_equals_folder_calibration(models, tmp_path):
     """The same photos from an AnnotatedDatum LMDB give the same activation ranges."""
-    from caffessd.deploy import quantize_model
+    from caffessd.inference import quantize_model
 
     _write_lmdb(tmp_path / "lmdb", PHOTOS)
     quantize_model(models["fp32"], tmp_path / "lmdb", tmp_path / "lmdb-int8.onnx", images=2)
@@ -132,7 +132,7 @@ def test_lmdb_calibration_equals_folder_calibration(models, tmp_path):
 
 
 def test_entropy_method_and_keep_float(models, tmp_path):
-    from caffessd.deploy import quantize_model
+    from caffessd.inference import quantize_model
 
     target = tmp_path / "kept.onnx"
     report = quantize_model(models["fp32"], models["calib"], target, images=2, method="entropy",
@@ -176,9 +176,9 @@ def test_bad_calibration_input_is_one_line(models, run_cli, tmp_path, case):
 def test_batch_export_quantizes_to_the_same_model(models, tmp_path):
     """A --batch 2 export calibrates on the same two photos in one run: same
     activation ranges, so the same faces as the batch-1 int8 model."""
-    from caffessd.deploy import quantize_model
+    from caffessd.inference import quantize_model
     from caffessd.onnxconv import convert
-    from caffessd.runtime import Detector
+    from caffessd.inference.detector import Detector
 
     fp32 = tmp_path / "face-b2.onnx"
     meta = read_metadata(models["fp32"])

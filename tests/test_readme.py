@@ -15,18 +15,29 @@ def test_tf_variable_table_matches_the_catalogue():
     assert match.group(1).strip() == generated, "regenerate with python scripts/tf_variable_table.py --write"
 
 
-def test_readme_links_resolve():
+def _links(page):
+    text = page.read_text()
+    return [target for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if "://" not in target]
+
+
+def test_readme_and_docs_links_resolve():
     # Relative links (docs/, models/ ...) point at files in the checkout.
-    readme = (ROOT / "README.md").read_text()
-    links = [target for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme) if "://" not in target]
-    assert "docs/tf-variables.md" in links
-    for target in links:
-        assert (ROOT / target).exists(), target
+    assert "docs/tf-variables.md" in _links(ROOT / "README.md")
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in _links(page):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
 
 
-def test_readme_documents_every_command():
+def test_every_command_has_a_page_linked_from_the_readme():
     from caffessd.cli import COMMANDS
 
     readme = (ROOT / "README.md").read_text()
     for name, _ in COMMANDS:
-        assert f"### `caffessd {name}`" in readme, name
+        page = ROOT / "docs" / f"{name}.md"
+        assert page.exists(), f"docs/{name}.md"
+        assert f"# `caffessd {name}`" in page.read_text(), name
+        assert f"(docs/{name}.md)" in readme, name
+
+
+def test_readme_is_a_landing_page():
+    assert len((ROOT / "README.md").read_bytes()) < 14_000

@@ -69,7 +69,8 @@ def test_keras_backbone_feature_maps_match_keras(backbone, tmp_path, capsys):
     probe = keras.Model(model.input, [model.get_layer(name).output for name, _ in pairs])
     want = [np.asarray(t).transpose(0, 3, 1, 2) for t in probe(rgb, training=False)]
 
-    from caffessd.onnxconv import convert, run_onnx
+    from caffessd.onnxconv import convert
+    from caffessd.inference.session import run_onnx
 
     onnx_model = convert(str(tmp_path / "out" / "deploy.prototxt"),
                          str(tmp_path / "out" / "deploy.caffemodel"), raw=True,

@@ -79,7 +79,8 @@ def test_final_detections_equal_tf2_postprocessing(zoo, run_cli):
     assert np.any(tf_boxes == 0.0) or np.any(tf_boxes == 1.0)  # survivors clipped at the image edge
     result = zoo["result"]
     assert read_notes(result.prototxt)["postprocessing"]["clip_after_nms"] is True
-    from caffessd.onnxconv import convert, run_onnx as run
+    from caffessd.onnxconv import convert
+    from caffessd.inference.session import run_onnx as run
 
     blob = np.ascontiguousarray(((zoo["rgb"][..., ::-1].astype(np.float32) - 127.5) / 127.5)
                                 .transpose(2, 0, 1)[None])

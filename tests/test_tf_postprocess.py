@@ -146,7 +146,8 @@ def test_prototxt_records_tf_postprocessing(model):
 
 
 def test_onnx_final_detections_equal_tensorflow(model):
-    from caffessd.onnxconv import convert, run_onnx
+    from caffessd.onnxconv import convert
+    from caffessd.inference.session import run_onnx
 
     result = model["result"]
     onnx_model = convert(str(result.prototxt), str(result.caffemodel))
@@ -168,7 +169,8 @@ def test_detect_on_an_image_file_equals_tensorflow(model, run_cli):
 
 def test_without_the_note_caffe_semantics_stay(model, tmp_path):
     """The same net without the note: unclipped boxes, every survivor per class."""
-    from caffessd.onnxconv import convert, run_onnx
+    from caffessd.onnxconv import convert
+    from caffessd.inference.session import run_onnx
 
     result = model["result"]
     text = result.prototxt.read_text()
@@ -182,7 +184,8 @@ def test_without_the_note_caffe_semantics_stay(model, tmp_path):
 
 def test_merge_bn_keeps_the_note_and_the_detections(model, tmp_path):
     from caffessd.merge_bn import merge_bn
-    from caffessd.onnxconv import convert, run_onnx
+    from caffessd.onnxconv import convert
+    from caffessd.inference.session import run_onnx
 
     result = model["result"]
     report = merge_bn(result.prototxt, result.caffemodel, out_prefix=tmp_path / "merged", verify=False)

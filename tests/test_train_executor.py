@@ -13,7 +13,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from caffessd import onnxconv  # noqa: E402
+from caffessd import inference, onnxconv  # noqa: E402
 from caffessd.net import Net, filter_phase  # noqa: E402
 from caffessd.train.executor import ParamStore, TFNet, initial_weights  # noqa: E402
 from train_helpers import caffemodel_of, nets, random_bn_statistics, small_config  # noqa: E402
@@ -34,7 +34,7 @@ def test_test_phase_forward_matches_onnx(backbone, head):
     reference.attach_weights(caffemodel_of(weights))
     names = ["mbox_loc", "mbox_conf", "mbox_conf_flatten"]
     model = onnxconv.to_onnx(reference, raw=True, extra_outputs=names)
-    onnx = onnxconv.run_onnx(model, {"data": image})
+    onnx = inference.run_onnx(model, {"data": image})
     onnx["mbox_priorbox"] = onnx["priors"]
     for name in names + ["mbox_priorbox"]:
         ours = ctx.get(name).numpy()
@@ -110,7 +110,7 @@ def test_pooling_and_inner_product_follow_caffe():
     ctx = net.forward({"data": tf.constant(x)})
     reference = Net(param)
     reference.attach_weights(caffemodel_of(weights))
-    onnx = onnxconv.run_onnx(onnxconv.to_onnx(reference, extra_outputs=["mp", "ap", "gconv", "fc"]), {"data": x})
+    onnx = inference.run_onnx(onnxconv.to_onnx(reference, extra_outputs=["mp", "ap", "gconv", "fc"]), {"data": x})
     for name in ("mp", "ap", "gconv", "fc"):
         np.testing.assert_allclose(ctx.get(name).numpy(), onnx[name], atol=1e-4, err_msg=name)
 

@@ -44,7 +44,8 @@ def run_opencv(result, image_nchw):
 
 
 def run_onnx(result, image_nchw):
-    from caffessd.onnxconv import convert, run_onnx as run
+    from caffessd.onnxconv import convert
+    from caffessd.inference.session import run_onnx as run
 
     model = convert(str(result.prototxt), str(result.caffemodel), raw=True,
                     extra_outputs=["mbox_loc", "mbox_conf", "mbox_priorbox"])

@@ -10,7 +10,9 @@ import click
 
 from caffessd.commands.options import parse_size
 from caffessd.errors import CaffessdError
-from caffessd.protoio import check_writable
+from caffessd.util.files import check_writable
+from caffessd.tfconvert.convert import convert_tf
+from caffessd.tfconvert.keras_backbone import convert_keras
 
 
 def _progress_bar(total: int, label: str):
@@ -56,7 +58,6 @@ def command(ckpt, out_dir, pipeline, input_size, merge_bn, plain_caffe, use_ema,
         return
     if not ckpt:
         raise CaffessdError("missing CKPT (a checkpoint prefix, folder or frozen .pb), or --keras FILE")
-    from caffessd.tfconvert.convert import convert_tf
 
     bar = None
 
@@ -89,8 +90,6 @@ def command(ckpt, out_dir, pipeline, input_size, merge_bn, plain_caffe, use_ema,
 
 
 def _convert_keras(keras_file, out_dir, size, head, num_classes, merge_bn, bgr):
-    from caffessd.tfconvert.keras_backbone import convert_keras
-
     height, width = size or (300, 300)
     result = convert_keras(keras_file, out_dir, height=height, width=width, head=head,
                            num_classes=num_classes, merge_bn=merge_bn, bgr=bgr)

@@ -6,7 +6,12 @@ from pathlib import Path
 import click
 
 from caffessd.commands.options import max_memory_option
-from caffessd.errors import CaffessdError, FormatError
+from caffessd.errors import CaffessdError
+from caffessd.image.preprocess import expand_image_args, load_image, parse_mean
+from caffessd.protoio import labelmap_names
+from caffessd.util.files import atomic_write, check_writable
+from caffessd.netprep import net_preprocessing
+from caffessd.util.outputs import refuse_overwriting
 
 
 @click.command("detect")
@@ -42,9 +47,7 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     with the embedded YuFaceDetectNet. With no image, run on the bundled sample photo.
 
     Writes an annotated copy of each image to OUT and all detections to JSON."""
-    from caffessd.preprocess import expand_image_args, load_image
-    from caffessd.protoio import check_writable, labelmap_names
-    from caffessd.runtime import Detector, sample_image
+    from caffessd.inference.detector import Detector, sample_image
 
     if bool(prototxt) != bool(weights):
         raise click.UsageError("--model and --weights go together (give neither for the embedded face detector)")
@@ -81,8 +84,6 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
     for result in results:
         _print_result(result)
     if results:
-        from caffessd.protoio import atomic_write
-
         atomic_write(json_target, json.dumps(results, indent=2) + "\n")
         click.echo(f"wrote {len(results)} annotated image(s) to {out_dir}/ and {json_target}", err=True)
     for failure in failures:
@@ -94,8 +95,6 @@ def command(images, prototxt, weights, onnx_path, labels, threshold, out_dir, js
 
 
 def _say_when_preprocessing_is_assumed(prototxt):
-    from caffessd.netprep import net_preprocessing
-
     if net_preprocessing(prototxt).assumed:
         click.echo(f"caffessd: note: {prototxt} does not say how images are prepared (no caffessd note, no "
                    "train/test prototxt beside it): assuming mean 0, scale 1, BGR; --mean, --scale and "
@@ -111,8 +110,6 @@ def _annotated_path(out_dir, index: int, path, total: int) -> Path:
 def _refuse_overwriting_images(paths, out_dir, json_target) -> None:
     """`detect photo.jpg --out .` would replace the photo by its annotated copy
     (named as the detect loop names it: STEM.jpg, or NNNN_STEM.jpg for several)."""
-    from caffessd.outputs import refuse_overwriting
-
     outputs = [("--json", json_target)] + [("the annotated image", _annotated_path(out_dir, i, p, len(paths)))
                                            for i, p in enumerate(paths)]
     refuse_overwriting(outputs, [("image", p) for p in paths])
@@ -132,8 +129,7 @@ def _preprocessing(prototxt, mean, scale, rgb):
     if not prototxt:
         raise click.UsageError("--mean, --scale and --rgb apply to a Caffe model (--model); the embedded "
                                "model and exported ONNX files carry their own preprocessing")
-    from caffessd.preprocess import parse_mean
-    from caffessd.runtime import preprocessing_for_net
+    from caffessd.inference.detector import preprocessing_for_net
 
     prep = preprocessing_for_net(prototxt)
     if mean is not None:
@@ -151,10 +147,10 @@ def _preprocessing(prototxt, mean, scale, rgb):
 def _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, results, failures):
     """Pipelined: decoding on `workers` threads, `batch` images per run and
     `streams` runs at once, the
-    annotated copies written by a background thread (caffessd.deploy.batching).
+    annotated copies written by a background thread (caffessd.inference.batching).
     Appends to `results` and `failures` as images finish, so an interrupt
     keeps what was done."""
-    from caffessd.deploy.batching import AnnotationWriter
+    from caffessd.inference.batching import AnnotationWriter
 
     writer = AnnotationWriter()
     try:

@@ -5,6 +5,9 @@ from pathlib import Path
 import click
 
 from caffessd.errors import CaffessdError
+from caffessd.eval.report import table, write_report
+from caffessd.eval.runner import evaluate_models
+from caffessd.util.files import check_writable
 
 METRIC_CHOICES = ["voc07", "voc12", "integral", "coco", "wider"]
 
@@ -39,9 +42,6 @@ def command(onnx_models, prototxts, weights, dataset, dataset_format, split, lab
     import shutil
     import tempfile
 
-    from caffessd.eval.report import table, write_report
-    from caffessd.eval.runner import evaluate_models
-    from caffessd.protoio import check_writable
 
     if len(prototxts) != len(weights):
         raise click.UsageError("each --model needs its --weights (in the same order)")

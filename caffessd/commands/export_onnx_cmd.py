@@ -5,6 +5,11 @@ import click
 
 from caffessd.commands.options import max_memory_option, optional_floats, parse_size
 from caffessd.errors import CaffessdError
+from caffessd.util.files import atomic_write, check_writable
+from caffessd import protoio
+from caffessd.net import Net
+from caffessd.util.outputs import refuse_overwriting
+from caffessd.netprep import NetPreprocessing, net_preprocessing
 
 
 @click.command("export-onnx")
@@ -34,18 +39,15 @@ from caffessd.errors import CaffessdError
 def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, swap_rb, labels, batch, image_input,
             image_order, image_resize):
     """Convert PROTOTXT + CAFFEMODEL to an ONNX model (checked with onnx.checker)."""
-    from caffessd import protoio
-    from caffessd.net import Net
     from caffessd.onnxconv import to_onnx
 
     if image_input and raw:
         raise click.UsageError("--image-input needs the full model (DetectionOutput), not --raw")
     mean_values = optional_floats(mean, "--mean")
     size = parse_size(input_size, "--input-size") if input_size else None
-    from caffessd.outputs import refuse_overwriting
 
     refuse_overwriting([("-o", output)], [("prototxt", prototxt), ("caffemodel", caffemodel), ("labelmap", labels)])
-    protoio.check_writable(output)
+    check_writable(output)
     net = Net.load(prototxt, caffemodel)
     input_shapes = None
     if size is not None:
@@ -69,7 +71,7 @@ def command(prototxt, caffemodel, output, raw, opset, input_size, mean, scale, s
         model = with_dynamic_batch(model)
     if image_input:
         model = _with_image_input(model, prototxt, metadata, image_order.lower() == "rgb", image_resize)
-    protoio.atomic_write(output, model.SerializeToString())
+    atomic_write(output, model.SerializeToString())
     outputs = ", ".join(o.name for o in model.graph.output)
     if origin:
         click.echo(origin, err=True)
@@ -102,8 +104,6 @@ def _net_own_preprocessing(prototxt, mean, scale, rgb):
     """Options win; what they leave open comes from the net's caffessd note or a
     train/test prototxt beside it (caffessd.netprep). Also returns a line
     saying so ("" when nothing came from the net), printed once the model is written."""
-    from caffessd.netprep import NetPreprocessing, net_preprocessing
-
     own = net_preprocessing(prototxt)
     given = [value is not None for value in (mean, scale, rgb)]
     if own.assumed or all(given):

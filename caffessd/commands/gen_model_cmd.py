@@ -15,7 +15,7 @@ from caffessd.errors import CaffessdError
 from caffessd.generators import SSDConfig, build_net, classes_from_labelmap, generate
 from caffessd.generators.config import STAGES
 from caffessd.generators.init_weights import learnable_layer_count
-from caffessd.protoio import check_writable
+from caffessd.util.files import check_writable
 
 
 def parse_max_sizes(text: str) -> List[Optional[float]]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from caffessd.datasets.lmdb_reader import LmdbDataset
+from caffessd.datasets.lmdb_stats import lmdb_statistics, show_entries
+from caffessd.protoio import read_labelmap
+from caffessd.util.files import check_writable
 
 
 @click.command("inspect-lmdb")
@@ -16,10 +20,6 @@ def command(lmdb_path, labelmap, show, show_dir):
     """Entries, classes with box counts, image sizes and boxes per image of
     an LMDB written by make-lmdb (or Caffe's convert_annoset); with --show,
     the stored images with their stored boxes."""
-    from caffessd.datasets.lmdb_reader import LmdbDataset
-    from caffessd.datasets.lmdb_stats import lmdb_statistics, show_entries
-    from caffessd.protoio import check_writable, read_labelmap
-
     path = Path(lmdb_path)
     if labelmap is None and (path.parent / "labelmap.prototxt").is_file():
         labelmap = path.parent / "labelmap.prototxt"

@@ -8,6 +8,10 @@ import click
 from caffessd.commands.options import parse_size
 from caffessd.datasets.lmdb_writer import ENCODINGS, ConvertOptions, make_lmdb
 from caffessd.errors import CaffessdError
+from caffessd.datasets import open_dataset
+from caffessd.datasets.labelmap import label_names, resolve_labelmap
+from caffessd.util.files import check_writable
+from caffessd.protoio import read_labelmap
 
 SOURCE_FORMATS = ("voc", "coco", "wider", "kitti", "list")
 
@@ -50,10 +54,6 @@ def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_di
             seed, check_size, check_label, skip_bad, ignored, name_size, overwrite, workers):
     """Convert DATASET (VOC, COCO, WIDER FACE, KITTI or a Caffe list file)
     into an LMDB of AnnotatedDatum, as Caffe SSD's convert_annoset does."""
-    from caffessd.datasets import open_dataset
-    from caffessd.datasets.labelmap import label_names, resolve_labelmap
-    from caffessd.protoio import check_writable
-
     out = Path(out)
     if resize and (min_dim or max_dim):
         raise CaffessdError("--resize and --min-dim/--max-dim exclude each other (convert_annoset uses only min/max-dim then)")
@@ -64,7 +64,6 @@ def command(dataset, fmt, split, out, root, label_type, labelmap, resize, min_di
     labelmap_path = Path(labelmap) if labelmap else out.parent / "labelmap.prototxt"
     names = None
     if fmt == "list" and labelmap_path.exists():
-        from caffessd.protoio import read_labelmap
         names = label_names(read_labelmap(labelmap_path))  # names txt label ids
     source = open_dataset(dataset, fmt, split, root=root, label_type=label_type, labelmap=names)
     label_of, _, new_labelmap = resolve_labelmap(source, labelmap_path, check_label)

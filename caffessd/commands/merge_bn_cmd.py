@@ -11,8 +11,9 @@ from caffessd.commands.options import max_memory_option
 from caffessd.errors import CaffessdError
 from caffessd.merge_bn import fold_batchnorm, output_paths, write_merged
 from caffessd.net import Net
-from caffessd.outputs import refuse_overwriting
-from caffessd.protoio import check_writable
+from caffessd.util.outputs import refuse_overwriting
+from caffessd.util.files import check_writable
+from caffessd.merge_bn import verify as merge_bn_verify
 
 
 def _param_count(net: Net) -> int:
@@ -67,8 +68,6 @@ def command(prototxt, caffemodel, out_prefix, prototxt_out, caffemodel_out, veri
 
 
 def _verify(net: Net, merged: Net, images, tolerance: float, seed: int) -> None:
-    from caffessd import merge_bn_verify
-
     runner = merge_bn_verify.default_runner()
     try:
         with _progress(1 + len(images)) as advance:

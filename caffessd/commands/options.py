@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from caffessd.errors import CaffessdError
+from caffessd.validate.memory import parse_bytes, set_limit
 
 
 def parse_size(text: str, option: str = "--input") -> Tuple[int, int]:
@@ -39,9 +40,7 @@ def max_memory_option(command):
 
     def apply(ctx, param, value):
         if value is not None:
-            from caffessd.validate.memory import parse_size, set_limit
-
-            set_limit(parse_size(value))
+            set_limit(parse_bytes(value))
         return value
 
     return click.option("--max-memory", callback=apply, expose_value=False, is_eager=True,

@@ -19,7 +19,7 @@ def command(model, calibrate, images, method, keep_float, output):
     weights); PriorBox constants and DetectionOutput stay float, metadata carries over."""
     import logging
 
-    from caffessd.deploy.quantize import quantize_model
+    from caffessd.inference.quantize import quantize_model
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's "consider pre-processing" advice
     names = [name.strip() for name in keep_float.split(",") if name.strip()]

@@ -7,6 +7,9 @@ from __future__ import annotations
 import click
 
 from caffessd.errors import CaffessdError
+from caffessd import caffe_pb2, protoio
+from caffessd.train.devices import check_mixed_precision, training_strategy
+from caffessd.train.trainer import Trainer
 
 
 @click.command("train")
@@ -27,11 +30,8 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, progress)
     with Caffe's semantics; snapshots PREFIX_iter_N.caffemodel/.solverstate."""
     if weights and resume:
         raise CaffessdError("give --weights or --resume, not both (a solverstate brings its own weights)")
-    from caffessd import caffe_pb2, protoio
 
     param = protoio.read_prototxt(solver, caffe_pb2.SolverParameter)  # a bad solver fails before TensorFlow loads
-    from caffessd.train.devices import check_mixed_precision, training_strategy
-    from caffessd.train.trainer import Trainer
 
     # Before any TensorFlow op: TF_CONFIG -> MultiWorkerMirroredStrategy,
     # several --gpus -> MirroredStrategy, else one device.

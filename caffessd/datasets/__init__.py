@@ -5,7 +5,10 @@ the LMDBs make-lmdb writes, all yielding `ImageRecord`s
     from caffessd.datasets import open_dataset, make_lmdb, LmdbDataset
     for record in open_dataset("VOCdevkit", "voc", "test"): ...
 
-Readers and the writer import lazily: `caffessd.datasets` itself stays light."""
+Readers and the writer import lazily: `caffessd.datasets` itself stays light.
+
+May import: util, the core and image/.
+"""
 from caffessd.datasets.open import FORMATS, open_dataset
 from caffessd.datasets.records import Box, BoxObject, Dataset, ImageRecord
 

@@ -13,6 +13,8 @@ import numpy as np
 
 from caffessd import caffe_pb2
 from caffessd.datasets.records import BoxObject, ImageRecord
+from caffessd.datasets.images import decode_image
+from caffessd.errors import FormatError
 
 
 def normalise(value: float, size: int) -> float:
@@ -67,9 +69,6 @@ def record_from_datum(datum: caffe_pb2.AnnotatedDatum, name: str, names: Mapping
 
 def datum_pixels(datum: caffe_pb2.Datum, key: str = None) -> np.ndarray:
     """A Datum's image as HxWx3 BGR (HxW for 1 channel) uint8."""
-    from caffessd.datasets.images import decode_image
-    from caffessd.errors import FormatError
-
     if datum.encoded:
         return decode_image(datum.data, key, gray=datum.channels == 1)
     expected = datum.channels * datum.height * datum.width

@@ -13,6 +13,8 @@ import numpy as np
 
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import FormatError
+from caffessd.util.files import read_bytes
+from caffessd.datasets.images import decode_image
 
 
 class FileDataset:
@@ -41,9 +43,6 @@ class FileDataset:
 
     def load_image(self, record: ImageRecord) -> np.ndarray:
         """The record's image as HxWx3 uint8 BGR (EXIF orientation applied)."""
-        from caffessd.datasets.images import decode_image
-        from caffessd.protoio import read_bytes
-
         return decode_image(read_bytes(record.path), record.path)
 
     def __iter__(self) -> Iterator[ImageRecord]:
@@ -67,8 +66,6 @@ def require_file(path: Path, what: str) -> Path:
 
 
 def read_text(path: Path) -> str:
-    from caffessd.protoio import read_bytes
-
     try:
         return read_bytes(path).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping
 
 from caffessd.datasets.base import FileDataset, parse_number, read_text, require_file
 from caffessd.datasets.records import BoxObject, ImageRecord

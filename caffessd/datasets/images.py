@@ -9,13 +9,12 @@ from typing import Tuple
 import numpy as np
 
 from caffessd.errors import FormatError
+from caffessd.image.read import decode_image_bytes, displayed_size
 
 
 def image_size(path) -> Tuple[int, int]:
     """(width, height) of an image file from its header (no full decode), as
-    displayed; a decompression bomb is a FormatError (caffessd.imageread)."""
-    from caffessd.imageread import displayed_size
-
+    displayed; a decompression bomb is a FormatError (caffessd.image.read)."""
     return displayed_size(path)
 
 
@@ -25,7 +24,6 @@ def decode_image(data: bytes, path=None, gray: bool = False) -> np.ndarray:
 
     if not gray:
         # Colour: exactly as cv::imdecode(IMREAD_COLOR) (16-bit, CMYK, alpha), with the pixel limit.
-        from caffessd.imageread import decode_image_bytes
 
         return decode_image_bytes(data, path)
     try:

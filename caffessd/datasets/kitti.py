@@ -12,6 +12,7 @@ from pathlib import Path
 from caffessd.datasets.base import FileDataset, parse_number, read_text, require_dir
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.errors import FormatError
+from caffessd.datasets.images import image_size
 
 KITTI_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -63,8 +64,6 @@ class KittiDataset(FileDataset):
         return self._image_path(entry).relative_to(self.root).as_posix()
 
     def record(self, entry) -> ImageRecord:
-        from caffessd.datasets.images import image_size
-
         annotation = self.label_dir / f"{entry}.txt"
         objects = parse_kitti_labels(annotation)
         path = self._image_path(entry)

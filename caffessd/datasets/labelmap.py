@@ -8,6 +8,8 @@ from typing import Dict
 
 from caffessd import caffe_pb2
 from caffessd.errors import FormatError
+from caffessd.datasets.coco import coco91_labelmap_items
+from caffessd.protoio import prototxt_text, read_labelmap
 
 BACKGROUND = ("none_of_the_above", 0, "background")
 
@@ -18,7 +20,6 @@ def labelmap_from_dataset(dataset) -> caffe_pb2.LabelMap:
     labels: themselves), otherwise numbered 1..N in the dataset's order."""
     ids = dataset.label_ids() if hasattr(dataset, "label_ids") else None
     if ids is not None and getattr(dataset, "categories", None):
-        from caffessd.datasets.coco import coco91_labelmap_items
         items = coco91_labelmap_items(dataset.categories)
     elif ids is not None:
         items = [BACKGROUND] + [(name, ids[name], name) for name in sorted(ids, key=ids.get)]
@@ -46,12 +47,10 @@ def label_names(labelmap: caffe_pb2.LabelMap) -> Dict[int, str]:
 
 
 def labelmap_text(labelmap: caffe_pb2.LabelMap) -> str:
-    from caffessd.protoio import prototxt_text
     return prototxt_text(labelmap)
 
 
 def read_or_none(path: Path):
-    from caffessd.protoio import read_labelmap
     return read_labelmap(path) if Path(path).exists() else None
 
 

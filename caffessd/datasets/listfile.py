@@ -18,6 +18,7 @@ from caffessd.datasets.base import FileDataset, parse_number, read_text, require
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.voc import VOC_CLASSES, parse_voc_xml
 from caffessd.errors import FormatError
+from caffessd.datasets.images import image_size
 
 LABEL_TYPES = ("xml", "json", "txt")
 
@@ -137,7 +138,6 @@ class ListDataset(FileDataset):
             objects = parse_caffe_txt(anno_path, self.names)
         path = self.root / image
         if read_size and (width is None or height is None):
-            from caffessd.datasets.images import image_size
             width, height = image_size(path)
         return ImageRecord(name=image, path=path, width=width or 0, height=height or 0, objects=tuple(objects),
                            annotation=anno_path, image_id=Path(image).stem)

@@ -16,6 +16,7 @@ from caffessd import caffe_pb2
 from caffessd.datasets.annotated import datum_pixels, record_from_datum
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import FormatError
+from caffessd.protoio import read_labelmap
 
 _KEY_PREFIX = re.compile(r"^\d{8}_")
 
@@ -50,7 +51,6 @@ class LmdbDataset:
         self.path = Path(path)
         self.env = open_environment(self.path)
         if labelmap is not None and not isinstance(labelmap, Mapping):
-            from caffessd.protoio import read_labelmap
             labelmap = {item.label: item.name for item in read_labelmap(labelmap).item}
         self.names: Mapping[int, str] = dict(labelmap or {})
         self.classes = tuple(name for label, name in sorted(self.names.items()) if label != 0)

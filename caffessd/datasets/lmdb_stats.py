@@ -10,6 +10,8 @@ from typing import List
 import numpy as np
 
 from caffessd.datasets.lmdb_reader import LmdbDataset, LmdbEntry
+from caffessd.image.draw import PALETTE
+from caffessd.util.files import atomic_write
 
 
 @dataclass
@@ -71,8 +73,6 @@ def draw_entry(entry: LmdbEntry, path: Path, display: dict = None) -> Path:
 
     from PIL import Image, ImageDraw, ImageFont
 
-    from caffessd.draw import PALETTE
-    from caffessd.protoio import atomic_write
 
     pixels = entry.image()
     rgb = pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels[:, :, ::-1])

@@ -25,6 +25,10 @@ from caffessd.datasets.annotated import add_annotations, new_annotated_datum
 from caffessd.datasets.images import decode_image, encode_image
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.image.preprocess import resize_linear
+from caffessd.util.files import atomic_write_many, read_bytes
+from caffessd.util.parallel import ordered_map
+from caffessd.util.progress import Progress
 
 ENCODINGS = ("keep", "jpg", "png", "none")
 COMMIT_EVERY = 1000                    # entries per transaction, as convert_annoset
@@ -120,9 +124,6 @@ def _source_kind(path: Path) -> str:
 
 def convert_image(record: ImageRecord, options: ConvertOptions):
     """(data, channels, stored width, stored height, encoded, original width, original height)."""
-    from caffessd.preprocess import resize_linear
-    from caffessd.protoio import read_bytes
-
     raw = read_bytes(record.path)
     pixels = decode_image(raw, record.path, gray=options.gray)
     height, width = pixels.shape[:2]
@@ -297,10 +298,6 @@ def make_lmdb(dataset, out, label_of: Mapping[str, int], options: ConvertOptions
     line for it). `name_size_file` gets `name height width` lines of the
     written images (the test net's name_size_file); `extra_files` are
     (path, text) pairs written with the LMDB (a new labelmap)."""
-    from caffessd.parallel import ordered_map
-    from caffessd.progress import Progress
-    from caffessd.protoio import atomic_write_many
-
     out = Path(out)
     if options.encode not in ENCODINGS:
         raise CaffessdError(f"unknown encoding {options.encode!r} (one of {', '.join(ENCODINGS)})")

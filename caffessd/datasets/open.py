@@ -5,6 +5,12 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.datasets.voc import VocDataset
+from caffessd.datasets.coco import CocoDataset
+from caffessd.datasets.wider import WiderFaceDataset
+from caffessd.datasets.kitti import KittiDataset
+from caffessd.datasets.listfile import ListDataset
+from caffessd.datasets.lmdb_reader import LmdbDataset
 
 FORMATS = ("voc", "coco", "wider", "kitti", "list", "lmdb")
 DEFAULT_SPLITS = {"voc": "trainval", "coco": "val2017", "wider": "val", "kitti": "training"}
@@ -24,23 +30,17 @@ def open_dataset(path, format: str, split: Optional[str] = None, root=None, labe
         raise FormatError(path, "no such file or folder")
     split = split or DEFAULT_SPLITS.get(format)
     if format == "voc":
-        from caffessd.datasets.voc import VocDataset
         return VocDataset(path, split)
     if format == "coco":
-        from caffessd.datasets.coco import CocoDataset
         if path.is_file():
             return CocoDataset(root or path.parent, split, annotations=path, images=root)
         return CocoDataset(path, split)
     if format == "wider":
-        from caffessd.datasets.wider import WiderFaceDataset
         return WiderFaceDataset(path, split)
     if format == "kitti":
-        from caffessd.datasets.kitti import KittiDataset
         return KittiDataset(path, split)
     if format == "list":
-        from caffessd.datasets.listfile import ListDataset
         return ListDataset(path, root=root, label_type=label_type, labelmap=labelmap)
     if format == "lmdb":
-        from caffessd.datasets.lmdb_reader import LmdbDataset
         return LmdbDataset(path, labelmap=labelmap)
     raise CaffessdError(f"unknown dataset format {format!r} (one of {', '.join(FORMATS)})")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from caffessd.datasets.labelmap import labelmap_from_dataset, labelmap_text as text
 
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle")
 
@@ -145,5 +146,4 @@ class _Classes:
 
 
 def labelmap_text(dataset) -> str:
-    from caffessd.datasets.labelmap import labelmap_from_dataset, labelmap_text as text
     return text(labelmap_from_dataset(dataset))

@@ -16,6 +16,8 @@ from caffessd.datasets.base import FileDataset, parse_number, require_file
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.xmltree import XmlNode, parse_xml
 from caffessd.errors import FormatError
+from caffessd.util.files import read_bytes
+from caffessd.datasets.images import image_size
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -28,8 +30,6 @@ RECIPE_YEARS = {"trainval": ("VOC2007", "VOC2012"), "test": ("VOC2007",)}
 def parse_voc_xml(path: Path, data: Optional[bytes] = None) -> Tuple[Optional[int], Optional[int], List[BoxObject]]:
     """(width, height, objects) of one VOC annotation; width/height are None
     when the XML has no <size>."""
-    from caffessd.protoio import read_bytes
-
     root = parse_xml(read_bytes(path) if data is None else data, path)
     if root.tag != "annotation":
         raise FormatError(path, f"root element is <{root.tag}>, expected <annotation>", root.line)
@@ -122,7 +122,6 @@ class VocDataset(FileDataset):
         width, height, objects = parse_voc_xml(annotation)
         path = folder / "JPEGImages" / f"{image_id}.jpg"
         if width is None:
-            from caffessd.datasets.images import image_size
             width, height = image_size(path)
         return ImageRecord(name=f"{prefix}JPEGImages/{image_id}.jpg", path=path, width=width, height=height,
                            objects=tuple(objects), annotation=annotation, image_id=image_id)

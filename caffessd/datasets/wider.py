@@ -15,6 +15,7 @@ from typing import List, Tuple
 from caffessd.datasets.base import FileDataset, parse_number, read_text, require_file
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.errors import FormatError
+from caffessd.datasets.images import image_size
 
 WIDER_ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 
@@ -63,8 +64,6 @@ class WiderFaceDataset(FileDataset):
         return self.image_prefix + entry[0]
 
     def record(self, entry) -> ImageRecord:
-        from caffessd.datasets.images import image_size
-
         name, _, body = entry
         objects = tuple(self._face(number, text) for number, text in body)
         path = self.root / self.image_prefix / name

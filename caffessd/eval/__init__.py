@@ -5,7 +5,10 @@
 
 One module per concern: matching (IoU, greedy matching), voc (the SSD fork's
 ComputeAP), coco (pycocotools), wider (the WIDER FACE toolbox protocol),
-runner (streaming detection over a dataset), report (table, JSON, plots)."""
+runner (streaming detection over a dataset), report (table, JSON, plots).
+
+May import: util, the core, image/, datasets/ and inference/.
+"""
 from caffessd.eval.voc import VocAccumulator, VocResult, average_precision, voc_evaluate
 
 __all__ = ["VocAccumulator", "VocResult", "average_precision", "voc_evaluate", "evaluate"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.protoio import read_labelmap, read_prototxt
 
 ModelArg = Union["Detector", str, Path, tuple]
 
@@ -17,13 +18,13 @@ ModelArg = Union["Detector", str, Path, tuple]
 @dataclass
 class LoadedModel:
     name: str
-    detector: object               # caffessd.runtime.Detector
+    detector: object               # caffessd.inference.detector.Detector
     label_names: Dict[int, str]    # label id -> dataset class name
     source: str
 
 
 def load_detector(model: ModelArg, threshold: float, threads: Optional[int] = None):
-    from caffessd.runtime import Detector
+    from caffessd.inference.detector import Detector
 
     if model is None:   # the embedded face detector, with its labels
         detector = Detector(threshold=threshold, threads=threads)
@@ -45,8 +46,6 @@ def load_detector(model: ModelArg, threshold: float, threads: Optional[int] = No
 
 def caffe_num_classes(prototxt) -> Optional[int]:
     """DetectionOutput's num_classes in a deploy prototxt."""
-    from caffessd.protoio import read_prototxt
-
     for layer in read_prototxt(prototxt).layer:
         if layer.type == "DetectionOutput":
             return int(layer.detection_output_param.num_classes)
@@ -67,8 +66,6 @@ def name_labels(detector, dataset_classes: Sequence[str], labelmap: Optional[Pat
     """label id -> dataset class name, checked against the dataset's classes."""
     known = set(dataset_classes)
     if labelmap is not None:
-        from caffessd.protoio import read_labelmap
-
         names = {}
         for item in read_labelmap(labelmap).item:
             names[item.label] = item.name if item.name in known or not item.display_name else item.display_name

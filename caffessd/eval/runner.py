@@ -18,8 +18,16 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from caffessd.errors import CaffessdError, FormatError
+from caffessd.errors import CaffessdError
 from caffessd.eval.models import LoadedModel, model_num_classes, load_detector, model_names, name_labels
+from caffessd.datasets import open_dataset
+from caffessd.protoio import labelmap_names
+from caffessd.util.parallel import ordered_map
+from caffessd.image.preprocess import load_image, make_blob
+from caffessd.util.progress import Progress
+from caffessd.eval.wider import find_ground_truth_dir, key_for, load_ground_truth, wider_evaluate, write_results
+from caffessd.eval.voc import VocAccumulator
+from caffessd.eval.coco import CocoAccumulator
 
 METRICS = ("voc07", "voc12", "integral", "coco", "wider")
 
@@ -54,11 +62,9 @@ def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labe
     if isinstance(dataset, (str, Path)):
         if format is None:
             raise CaffessdError("a dataset path needs its format (voc, coco, wider, kitti, list, lmdb)")
-        from caffessd.datasets import open_dataset
 
         names = None
         if labelmap is not None and format in ("list", "lmdb"):
-            from caffessd.protoio import labelmap_names
             names = labelmap_names(labelmap)
         return open_dataset(dataset, format, split, labelmap=names)
     return dataset
@@ -69,7 +75,6 @@ def dataset_classes(dataset, labelmap, models: Sequence) -> List[str]:
     if classes:
         return [c for c in classes if c != "background"]
     if labelmap is not None:
-        from caffessd.protoio import labelmap_names
         return [n for k, n in sorted(labelmap_names(labelmap).items()) if k != 0]
     for detector in models:
         if detector.labels:
@@ -84,10 +89,8 @@ class _Scorer:
         self.metric = metric
         self.classes = classes
         if metric in ("voc07", "voc12", "integral"):
-            from caffessd.eval.voc import VocAccumulator
             self.voc = VocAccumulator(classes, iou, metric)
         elif metric == "coco":
-            from caffessd.eval.coco import CocoAccumulator
             annotation = getattr(dataset, "annotation_file", None) if hasattr(dataset, "label_ids") and \
                 dataset.label_ids() else None
             category_ids = dataset.label_ids() if annotation is not None else None
@@ -103,7 +106,6 @@ class _Scorer:
             self.coco.add_image(record, index, detections)
             self.coco_ids.append(self.coco.image_id(record, index))
         elif self.metric == "wider":
-            from caffessd.eval.wider import key_for
             rows = [(x0, y0, x1 - x0, y1 - y0, score) for _, score, (x0, y0, x1, y1) in detections]
             self.wider[key_for(record.name)] = np.asarray(rows, dtype=np.float32).reshape(-1, 5)
         else:
@@ -125,10 +127,6 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
     """Evaluate several models side by side in one pass over the dataset:
     each image is decoded once, preprocessed for each model in the decode
     pool, and run through each model in turn."""
-    from caffessd.parallel import ordered_map
-    from caffessd.preprocess import make_blob
-    from caffessd.progress import Progress
-
     if metric not in METRICS:
         raise CaffessdError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
     labelmap = Path(labelmap) if labelmap is not None else None
@@ -177,7 +175,6 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
 
 
 def _load_image(record) -> np.ndarray:
-    from caffessd.preprocess import load_image
     return load_image(record.path)
 
 
@@ -194,8 +191,6 @@ def _named(run: LoadedModel, rows: np.ndarray, width: int, height: int, record):
 
 
 def _wider_truth(reader, wider_gt, split):
-    from caffessd.eval.wider import find_ground_truth_dir, load_ground_truth
-
     root = Path(getattr(reader, "root", "."))
     return load_ground_truth(find_ground_truth_dir(root, Path(wider_gt) if wider_gt else None, split or "val"),
                              split or "val")
@@ -218,7 +213,6 @@ def _finish(run: LoadedModel, scorer: _Scorer, metric: str, count: int, seconds:
         stats.pop("detections", None)
         return EvalResult(**base, summary=stats, per_class=per_class, curves=curves)
     if metric == "wider":
-        from caffessd.eval.wider import wider_evaluate, write_results
         evaluated = [image for image in wider_truth if (image.event, image.name) in scorer.wider]
         unknown = [key for key in scorer.wider if key not in {(i.event, i.name) for i in wider_truth}]
         if unknown:

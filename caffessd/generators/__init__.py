@@ -8,6 +8,8 @@ Public API:
     generate(config, out_dir, stages=..., init_weights=...) -> written paths
     init_weights(net)           -> caffemodel NetParameter from the layer fillers
     classes_from_labelmap(path) -> number of classes of a labelmap
+
+May import: util and the core.
 """
 from caffessd.generators.build import (
     NET_FILES, SOLVER_FILES, NetPlan, build_net, classes_from_labelmap, generate, plan_net,

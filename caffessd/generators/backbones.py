@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import List
-
 from caffessd.generators import mobilenet_v1, mobilenet_v2
 
 BACKBONE_MODULES = {"mnv1": mobilenet_v1, "mnv2": mobilenet_v2}
@@ -11,7 +9,3 @@ BACKBONE_MODULES = {"mnv1": mobilenet_v1, "mnv2": mobilenet_v2}
 
 def backbone_module(name: str) -> ModuleType:
     return BACKBONE_MODULES[name]
-
-
-def default_feature_layers(name: str) -> List[str]:
-    return list(BACKBONE_MODULES[name].DEFAULT_FEATURE_LAYERS)

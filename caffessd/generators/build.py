@@ -18,11 +18,13 @@ from caffessd import caffe_pb2, protoio
 from caffessd.errors import CaffessdError
 from caffessd.generators import data, heads
 from caffessd.generators.backbones import backbone_module
-from caffessd.generators.config import STAGES, PriorSpec, SSDConfig
+from caffessd.generators.config import DEFAULT_FEATURE_LAYERS, STAGES, PriorSpec, SSDConfig
 from caffessd.generators.init_weights import init_weights as _init_weights
-from caffessd.generators.layers import NetBuilder, add_silence
+from caffessd.generators.net_builder import NetBuilder, add_silence
 from caffessd.generators.priors import prior_count, prior_specs
 from caffessd.generators.solver import build_solver
+from caffessd.util.files import atomic_write_many
+from caffessd.netprep import with_preprocessing
 
 NET_FILES = {"train": "train.prototxt", "test": "test.prototxt", "deploy": "deploy.prototxt"}
 SOLVER_FILES = {"train": "solver_train.prototxt", "test": "solver_test.prototxt"}
@@ -92,7 +94,7 @@ def _check_feature_layers(b: NetBuilder, config: SSDConfig) -> List[str]:
     candidates = b.feature_candidates
     for name in config.feature_layers:
         if name not in candidates:
-            examples = ", ".join(backbone_module(config.backbone).DEFAULT_FEATURE_LAYERS)
+            examples = ", ".join(DEFAULT_FEATURE_LAYERS[config.backbone])
             raise CaffessdError(f"feature layer '{name}' does not exist in the {config.backbone} net "
                                 f"(its layers are named like {examples})")
     order = [candidates.index(name) for name in config.feature_layers]
@@ -143,10 +145,9 @@ def generate(config: SSDConfig, out_dir, stages: Sequence[str] = STAGES, init_we
     files = [(path, protoio.prototxt_text(message)) for path, message in outputs]
     if "deploy" in stages:
         # The deploy net cannot say how images are prepared; a caffessd note can (Caffe ignores it).
-        from caffessd.netprep import with_preprocessing
 
         at = list(stages).index("deploy")
         files[at] = (files[at][0], with_preprocessing(files[at][1], config.mean, config.scale))
     if model is not None:
         files.append((init_weights, protoio.serialize(model)))
-    return protoio.atomic_write_many(files)  # all or none
+    return atomic_write_many(files)  # all or none

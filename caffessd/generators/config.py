@@ -20,6 +20,12 @@ from caffessd.errors import CaffessdError
 from caffessd.layers import expand_aspect_ratios
 
 BACKBONES = ("mnv1", "mnv2")
+# Feature layers the heads attach to by default, as the published nets do
+# (chuanqi305's MobileNet-SSD and MobileNetv2-SSDLite).
+DEFAULT_FEATURE_LAYERS = {
+    "mnv1": ("conv11", "conv13", "conv14_2", "conv15_2", "conv16_2", "conv17_2"),
+    "mnv2": ("conv_13/expand", "Conv_1", "layer_19_2_2", "layer_19_2_3", "layer_19_2_4", "layer_19_2_5"),
+}
 HEADS = ("ssd", "ssdlite")
 STAGES = ("train", "test", "deploy")
 BN_MODES = ("all", "heads", "none")
@@ -196,8 +202,7 @@ class SSDConfig:
         if filled.conf_threshold is None:
             filled.conf_threshold = 0.35 if self.head == "ssdlite" else 0.25
         if filled.feature_layers is None:
-            from caffessd.generators.backbones import default_feature_layers
-            filled.feature_layers = default_feature_layers(self.backbone)
+            filled.feature_layers = list(DEFAULT_FEATURE_LAYERS[self.backbone])
         if filled.name is None:
             filled.name = _default_name(self.backbone, self.head)
         if filled.stepvalues is None:

@@ -8,7 +8,7 @@ interpolation, and mirroring. Test: a plain warp.
 from __future__ import annotations
 
 from caffessd import caffe_pb2
-from caffessd.generators.layers import NetBuilder
+from caffessd.generators.net_builder import NetBuilder
 
 DEFAULT_LABELMAP = "labelmap.prototxt"
 _INTERPOLATIONS = ("LINEAR", "AREA", "NEAREST", "CUBIC", "LANCZOS4")

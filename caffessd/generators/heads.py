@@ -15,7 +15,7 @@ from typing import Sequence, Tuple
 from caffessd import caffe_pb2
 from caffessd.generators.config import PriorSpec
 from caffessd.layers import expand_aspect_ratios
-from caffessd.generators.layers import (
+from caffessd.generators.net_builder import (
     NetBuilder, add_concat, add_conv, add_permute_flatten, add_reshape, add_silence, conv_block,
 )
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from caffessd.generators.layers import NetBuilder, conv_block
-
-DEFAULT_FEATURE_LAYERS = ["conv11", "conv13", "conv14_2", "conv15_2", "conv16_2", "conv17_2"]
+from caffessd.generators.net_builder import NetBuilder, conv_block
 
 # (stride of the depthwise conv, output channels of the pointwise conv)
 BLOCKS = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512),

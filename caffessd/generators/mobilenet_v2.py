@@ -20,10 +20,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from caffessd.generators.layers import NetBuilder, add_eltwise_sum, conv_block
-
-DEFAULT_FEATURE_LAYERS = ["conv_13/expand", "Conv_1", "layer_19_2_2", "layer_19_2_3",
-                          "layer_19_2_4", "layer_19_2_5"]
+from caffessd.generators.net_builder import NetBuilder, add_eltwise_sum, conv_block
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper.
 BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),

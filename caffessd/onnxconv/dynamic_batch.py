@@ -12,7 +12,7 @@ that runs once per image of the [N, C, H, W] input:
 
 Each image's rows are those of the one-image model (its all-zero row when it
 finds nothing included), bit for bit: the body is that model's graph. The
-layout is the one of a fixed-batch export, so caffessd.deploy.batching
+layout is the one of a fixed-batch export, so caffessd.inference.batching
 splits the rows on column 0 either way.
 """
 from __future__ import annotations

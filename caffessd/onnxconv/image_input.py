@@ -10,7 +10,7 @@ detection graphs do: callers in C++, Java or JavaScript need no preprocessing.
 
 RESIZES:
 - "opencv" (default): cv::resize INTER_LINEAR's fixed-point arithmetic built
-  from integer Gather/Mul/Div, as caffessd.preprocess.resize_linear does it:
+  from integer Gather/Mul/Div, as caffessd.image.preprocess.resize_linear does it:
   equal to cv2.resize, so to detect's blob, at any size.
 - "onnx": one ONNX Resize, bilinear, half-pixel centres, no anti-aliasing
   (the sampling of cv::resize INTER_LINEAR), rounded half up to whole levels.
@@ -117,7 +117,7 @@ def _resize_onnx(g: _Nodes, height: int, width: int) -> str:
 
 def _resize_opencv(g: _Nodes, height: int, width: int) -> str:
     """cv::resize INTER_LINEAR on uint8, in its integer arithmetic (mirrors
-    caffessd.preprocess.resize_linear; an exact 2x shrink needs no special case:
+    caffessd.image.preprocess.resize_linear; an exact 2x shrink needs no special case:
     weights of 1024 each give OpenCV's 2x2 average)."""
     shape = g("Shape", [IMAGE])
     src_h = g("Gather", [shape, g.const(0, np.int64)])

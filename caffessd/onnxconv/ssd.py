@@ -23,7 +23,7 @@ import numpy as np
 
 from caffessd import caffe_pb2
 from caffessd.errors import CaffessdError
-from caffessd.onnxconv.priors import prior_boxes
+from caffessd.priorbox import prior_boxes
 from caffessd.onnxconv.registry import bottom, emitter
 
 CodeType = caffe_pb2.PriorBoxParameter

@@ -13,6 +13,7 @@ from caffessd import protoio
 from caffessd.errors import CaffessdError
 from caffessd.netnotes import with_notes
 from caffessd.netprep import TF_MEAN, TF_SCALE, with_preprocessing
+from caffessd.util.files import atomic_write_many
 
 from . import anchors as anchor_plans
 from .checkpoint import frozen_input_size, open_variables
@@ -136,7 +137,7 @@ def convert_tf(ckpt, out_dir, pipeline=None, input_size: Optional[Tuple[int, int
     text = labelmap_text(names)
     if text is not None:
         files.append((out_dir / LABELMAP_NAME, text))
-    written = protoio.atomic_write_many(files)  # all or none
+    written = atomic_write_many(files)  # all or none
     prototxt, caffemodel = written[:2]
     labelmap = written[2] if text is not None else None
     notes = [note for note in (quantization_note(store),) if note]

@@ -25,7 +25,8 @@ def probe_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 def run_caffe(prototxt, caffemodel, image: np.ndarray,
               outputs: Sequence[str] = ("mbox_loc", "mbox_conf")) -> Dict[str, np.ndarray]:
     try:
-        from caffessd.onnxconv import convert, run_onnx
+        from caffessd.onnxconv import convert
+        from caffessd.inference.session import run_onnx
     except ImportError:
         return _run_opencv(prototxt, caffemodel, image, outputs)
     model = convert(str(prototxt), str(caffemodel), raw=True, extra_outputs=list(outputs))

@@ -27,6 +27,8 @@ import numpy as np
 from caffessd import protoio
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.netprep import TF_MEAN, TF_SCALE, with_preprocessing
+from caffessd.util.files import atomic_write_many
+from caffessd.generators import SSDConfig, build_net, init_weights
 
 from .checkpoint import import_tensorflow
 from .mapping import depthwise_to_grouped, hwio_to_oihw
@@ -119,8 +121,6 @@ def _fill(layers: dict, caffe: str, kernel: np.ndarray, bn: List[np.ndarray], de
 
 def convert_keras(path, out_dir, height: int = 300, width: int = 300, head: str = "ssdlite",
                   num_classes: int = 21, merge_bn: bool = False, bgr: bool = True) -> KerasResult:
-    from caffessd.generators import SSDConfig, build_net, init_weights
-
     model = load_keras(path)
     backbone = _backbone_of(model)
     multiplier = _width(model, backbone)
@@ -143,7 +143,7 @@ def convert_keras(path, out_dir, height: int = 300, width: int = 300, head: str 
         first.blobs[0].CopyFrom(protoio.array_to_blob(
             np.ascontiguousarray(protoio.blob_to_array(first.blobs[0])[:, ::-1])))
     out_dir = Path(out_dir)
-    prototxt, caffemodel = protoio.atomic_write_many([
+    prototxt, caffemodel = atomic_write_many([
         # Keras MobileNets take x / 127.5 - 1, like TF's SSDs.
         (out_dir / "deploy.prototxt", with_preprocessing(protoio.prototxt_text(deploy), [TF_MEAN], TF_SCALE,
                                                          rgb=not bgr)),

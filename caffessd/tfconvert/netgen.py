@@ -19,6 +19,8 @@ from typing import Sequence
 
 from caffessd import caffe_pb2
 from caffessd.errors import CaffessdError
+from caffessd.generators.config import PriorSpec, SSDConfig
+from caffessd.generators.build import build_net
 
 from .anchors import LayerPriors
 from .pipeline import PipelineConfig
@@ -27,8 +29,6 @@ from .zoo import BN_EPSILON, ModelSpec
 
 def prior_specs(plans: Sequence[LayerPriors], variance) -> list:
     """gen-model PriorSpecs reproducing the planned PriorBox layers."""
-    from caffessd.generators.config import PriorSpec
-
     specs = []
     for index, plan in enumerate(plans):
         parts = plan.parts
@@ -53,8 +53,6 @@ def prior_specs(plans: Sequence[LayerPriors], variance) -> list:
 
 def ssd_config(spec: ModelSpec, cfg: PipelineConfig, height: int, width: int,
                plans: Sequence[LayerPriors], out_classes: int, exact: bool, merge_bn: bool):
-    from caffessd.generators.config import SSDConfig
-
     y_scale, x_scale, h_scale, w_scale = cfg.box_coder_scales
     variance = (1.0 / x_scale, 1.0 / y_scale, 1.0 / w_scale, 1.0 / h_scale)
     softmax = cfg.score_converter.upper() == "SOFTMAX"
@@ -75,8 +73,6 @@ def ssd_config(spec: ModelSpec, cfg: PipelineConfig, height: int, width: int,
 def deploy_net(spec: ModelSpec, cfg: PipelineConfig, height: int, width: int,
                plans: Sequence[LayerPriors], out_classes: int, exact: bool = True,
                merge_bn: bool = False) -> caffe_pb2.NetParameter:
-    from caffessd.generators.build import build_net
-
     config = ssd_config(spec, cfg, height, width, plans, out_classes, exact, merge_bn)
     net = build_net(config, "deploy")
     for layer in net.layer:

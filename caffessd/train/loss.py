@@ -1,4 +1,4 @@
-"""MultiBoxLoss in TensorFlow: the executor's builder for the layer.
+"""MultiBoxLoss in TensorFlow: the loss the executor's builder (executor/ssd.py) adds.
 
 Matching and mining (caffessd.train.multibox) run in numpy through
 tf.numpy_function on the stopped predictions, as they are discrete choices in
@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from caffessd.train import multibox
-from caffessd.train.executor.registry import builder
 from caffessd.train.tfimport import tensorflow
 
 P = multibox.P
@@ -136,17 +135,3 @@ def multibox_loss(loc, conf, priors, gt, settings):
     positives, loc_targets, negatives, num_matches = find_targets_tf(loc, conf, priors, gt, settings)
     loss = loss_from_targets(loc, conf, priors, positives, loc_targets, negatives, num_matches, settings)
     return loss, num_matches, positives
-
-
-@builder("MultiBoxLoss")
-def multibox_loss_layer(ctx, info):
-    layer = info.layer
-    settings = multibox.Settings.from_layer(layer)
-    loc, conf, priors, gt = (ctx.get(b) for b in layer.bottom[:4])
-    if loc.dtype == ctx.tf.float16:  # mixed precision: the loss in float32
-        loc, conf = ctx.tf.cast(loc, ctx.tf.float32), ctx.tf.cast(conf, ctx.tf.float32)
-    loss, num_matches, positives = multibox_loss(loc, conf, priors, gt, settings)
-    weight = layer.loss_weight[0] if layer.loss_weight else 1.0
-    ctx.set(layer, 0, loss)
-    ctx.losses[layer.top[0]] = loss * weight
-    ctx.aux[layer.name] = {"num_matches": num_matches, "positives": positives}

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from caffessd import caffe_pb2
+from caffessd.image.draw import annotate
 
 
 def blob_to_image(blob: np.ndarray, mean, scale: float) -> np.ndarray:
@@ -21,8 +22,7 @@ def write_samples(layer: caffe_pb2.LayerParameter, out_dir, count: int, *, phase
     """Write `count` augmented images of `layer`'s pipeline with their boxes
     to out_dir/sample_NNNN.png; returns the paths. `names`: label -> name
     (e.g. from caffessd.protoio.labelmap_names)."""
-    from caffessd.draw import annotate
-    from caffessd.runtime import Detection
+    from caffessd.inference.detector import Detection
     from caffessd.train.data import build_input, parse_layer
 
     config = parse_layer(layer, phase)

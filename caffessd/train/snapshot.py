@@ -16,6 +16,7 @@ import numpy as np
 
 from caffessd import caffe_pb2, protoio
 from caffessd.errors import FormatError
+from caffessd.util.files import atomic_write_many, read_bytes
 
 
 def snapshot_paths(prefix: str, iteration: int) -> Tuple[Path, Path]:
@@ -39,13 +40,13 @@ def write_snapshot(prefix: str, iteration: int, train_param, weights, state: caf
     model_path, state_path = snapshot_paths(prefix, iteration)
     state = caffe_pb2.SolverState.FromString(state.SerializeToString())
     state.learned_net = str(model_path)
-    protoio.atomic_write_many([(model_path, protoio.serialize(net_model(train_param, weights))),
+    atomic_write_many([(model_path, protoio.serialize(net_model(train_param, weights))),
                                (state_path, protoio.serialize(state))])
     return model_path, state_path
 
 
 def read_solverstate(path) -> caffe_pb2.SolverState:
-    raw = protoio.read_bytes(path)
+    raw = read_bytes(path)
     state = caffe_pb2.SolverState()
     try:
         state.ParseFromString(raw)

@@ -20,8 +20,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from caffessd import caffe_pb2
-from caffessd.errors import CaffessdError
+from caffessd import caffe_pb2, protoio
+from caffessd.errors import CaffessdError, FormatError
 from caffessd.train.tfimport import tensorflow
 
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
@@ -152,17 +152,12 @@ class Solver:
     # ------------------------------------------------------------ state
 
     def state(self) -> caffe_pb2.SolverState:
-        from caffessd import protoio
-
         state = caffe_pb2.SolverState(iter=self.iter, current_step=self.lr.current_step)
         for h in self.history:
             protoio.array_to_blob(h.numpy(), state.history.add())
         return state
 
     def restore(self, state: caffe_pb2.SolverState, source: str = "solverstate") -> None:
-        from caffessd import protoio
-        from caffessd.errors import FormatError
-
         if len(state.history) != len(self.history):
             raise FormatError(source, f"has {len(state.history)} history blobs, this solver and net need "
                                       f"{len(self.history)}")

@@ -27,6 +27,9 @@ from caffessd.train import devices, inputs, precision, snapshot
 from caffessd.train.executor import ParamStore, TFNet, initial_weights
 from caffessd.train.solver import Solver
 from caffessd.train.tfimport import tensorflow
+from caffessd.util.files import atomic_write
+from caffessd.util.progress import Progress
+from caffessd.eval.voc import voc_evaluate
 
 
 class NonFiniteLoss(CaffessdError):
@@ -372,8 +375,6 @@ class Trainer:
 
     def solve(self, max_iter: Optional[int] = None) -> float:
         """Run until max_iter (the solver's unless given); returns the last smoothed loss."""
-        from caffessd.progress import Progress
-
         p = self.param
         stop = p.max_iter if max_iter is None else max_iter
         start = self.solver.iter
@@ -427,14 +428,13 @@ class Trainer:
     def test(self, index: int = 0) -> float:
         """mAP of test net `index` over test_iter batches: DetectionOutput through the ONNX
         path (onnxruntime) on the current weights, then Caffe's AP."""
-        from caffessd import onnxconv
-        from caffessd.eval.voc import voc_evaluate
+        from caffessd import inference, onnxconv
 
         net = self.test_nets[index]
         param = filter_phase(net.param, "TEST")
         weights = {name: arrays for name, arrays in self.store.arrays().items()}
         model = onnxconv.to_onnx(Net(param, weights=weights))
-        session = onnxconv.onnx_session(model)
+        session = inference.onnx_session(model)
         data = net.data_layers[0].layer
         dataset = iter(self.input_fn(data, "TEST", seed=self.seed, shard=(0, 1), root=self.root))
         evaluate = next((i.layer for i in net.infos if i.type == "DetectionEvaluate"), None)
@@ -452,7 +452,7 @@ class Trainer:
                 break
             images = np.asarray(images, np.float32)
             count = images.shape[0]
-            rows = onnxconv.run_onnx(session, {input_name: _pad_batch(images, session.get_inputs()[0].shape)})
+            rows = inference.run_onnx(session, {input_name: _pad_batch(images, session.get_inputs()[0].shape)})
             out = next(iter(rows.values())).reshape(-1, 7)
             for image in range(offset, offset + count):
                 truth[image] = []  # an image without boxes still counts its detections as false
@@ -497,7 +497,7 @@ class Trainer:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=80)
         plt.close(fig)
-        protoio.atomic_write(path, buffer.getvalue())
+        atomic_write(path, buffer.getvalue())
         return path
 
 

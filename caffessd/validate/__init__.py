@@ -12,10 +12,13 @@ ONNX converter or onnxruntime, or give silently wrong shapes.
 detect and merge-bn all refuse such nets with one line naming the layer, the
 field and the rule. `caffessd.validate.memory` bounds what a net may allocate.
 
-One checker per layer type, grouped by family (conv.py, tensor_ops.py,
-ssd.py), registered in registry.py as caffessd.onnxconv does for emitters.
+One checker per layer type, grouped by the family map every layer registry
+shares (conv, pooling, activations, normalization, tensor_ops, ssd),
+registered in registry.py as caffessd.onnxconv does for emitters.
+
+May import: util and the core's layer arithmetic (caffessd.layers).
 """
 from caffessd.validate.registry import CHECKERS, LayerRuleError, check_layer, check_outputs
-from caffessd.validate import conv, ssd, tensor_ops  # noqa: F401  (register the checkers)
+from caffessd.validate import activations, conv, normalization, pooling, ssd, tensor_ops  # noqa: F401  (register)
 
 __all__ = ["CHECKERS", "LayerRuleError", "check_layer", "check_outputs"]

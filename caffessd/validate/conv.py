@@ -1,8 +1,9 @@
-"""Convolution, Deconvolution and Pooling: BaseConvolutionLayer::LayerSetUp /
-Reshape and PoolingLayer::LayerSetUp / Reshape of the SSD fork."""
+"""Convolution, Deconvolution and InnerProduct: BaseConvolutionLayer::LayerSetUp /
+Reshape and InnerProductLayer::LayerSetUp of the SSD fork."""
 from __future__ import annotations
 
-from caffessd.validate.registry import checker, require, shape_text
+from caffessd.validate.registry import canonical_axis, checker, require, shape_text
+from caffessd.layers import conv_geometry
 
 
 def _per_axis(param, repeated: str, h_name: str, w_name: str, spatial: int, needed: bool) -> None:
@@ -31,7 +32,6 @@ def convolution(layer, inputs):
     _per_axis(param, "pad", "pad_h", "pad_w", spatial, needed=False)
     require(len(param.dilation) in (0, 1, spatial), "dilation",
             f"must be given once or once per spatial axis ({spatial}), given {len(param.dilation)} times")
-    from caffessd.layers import conv_geometry
 
     kernel, stride, _, dilation = conv_geometry(param, spatial)
     require(all(k > 0 for k in kernel), "kernel_size", f"filter dimensions must be positive, got {kernel}")
@@ -48,34 +48,8 @@ def convolution(layer, inputs):
                 f"all inputs must have the same shape ({shape_text(other)} vs {shape_text(shape)})")
 
 
-@checker("Pooling", bottoms=(1, 1), tops=(1, 2))
-def pooling(layer, inputs):
-    param = layer.pooling_param
-    require(len(inputs[0]) == 4, "bottom", f"input must have 4 axes (num, channels, height, width), "
-                                           f"got {shape_text(inputs[0])}")
-    has_hw = param.HasField("kernel_h") and param.HasField("kernel_w")
-    if param.global_pooling:
-        require(not (param.HasField("kernel_size") or param.HasField("kernel_h") or param.HasField("kernel_w")),
-                "kernel_size", "cannot be given with global_pooling: true")
-    else:
-        require(param.HasField("kernel_size") != has_hw, "kernel_size",
-                "give kernel_size or both kernel_h and kernel_w, not both and not neither")
-    for name in ("pad", "stride"):
-        split = (param.HasField(f"{name}_h"), param.HasField(f"{name}_w"))
-        require(split == (False, False) or (split == (True, True) and not param.HasField(name)), name,
-                f"give {name} or both {name}_h and {name}_w, not both")
-    from caffessd.layers import pool_geometry
-
-    kernel, stride, pad = pool_geometry(param, inputs[0][2:])
-    if param.global_pooling:
-        require(not any(param.HasField(f) and getattr(param, f) != d
-                        for f, d in (("pad", 0), ("pad_h", 0), ("pad_w", 0), ("stride", 1),
-                                     ("stride_h", 1), ("stride_w", 1))),
-                "global_pooling", "with global_pooling: true only pad = 0 and stride = 1")
-        return
-    require(all(k > 0 for k in kernel), "kernel_size", f"filter dimensions must be positive, got {kernel}")
-    require(all(s > 0 for s in stride), "stride", f"stride must be positive, got {stride}")
-    if any(pad):
-        require(all(p < k for p, k in zip(pad, kernel)), "pad", f"pad {pad} must be smaller than the kernel {kernel}")
-    if len(layer.top) == 2:
-        require(param.pool == param.MAX, "top", "a second top (the argmax mask) needs MAX pooling")
+@checker("InnerProduct")
+def inner_product(layer, inputs):
+    param = layer.inner_product_param
+    require(param.num_output > 0, "num_output", f"must be positive, got {param.num_output}")
+    canonical_axis(param.axis, len(inputs[0]), "axis")

@@ -26,7 +26,7 @@ class MemoryLimitError(CaffessdError):
     """The net's blobs, priors and weights would not fit in memory."""
 
 
-def parse_size(text: str) -> int:
+def parse_bytes(text: str) -> int:
     """'512M', '4G', '1.5G', '1000000' (bytes) -> bytes."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
     if not match or float(match.group(1)) <= 0:
@@ -81,7 +81,7 @@ def limit() -> tuple:
         return _override, "--max-memory"
     env = os.environ.get("CAFFESSD_MAX_MEMORY")
     if env:
-        return parse_size(env), "CAFFESSD_MAX_MEMORY"
+        return parse_bytes(env), "CAFFESSD_MAX_MEMORY"
     figures = [(f, why) for f, why in ((_address_space_left(), "the address-space limit (ulimit -v) leaves"),
                                        (_physical_memory(), "this machine has")) if f]
     return min(figures) if figures else (2 ** 63, "unbounded")

@@ -7,6 +7,7 @@ well-formed layer.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 INT_MAX = 2 ** 31 - 1  # Caffe's Blob::Reshape refuses counts beyond this
@@ -44,8 +45,13 @@ def checker(*layer_types: str, bottoms=(1, 1), tops=(1, 1)):
 
 
 def blob_counts(*layer_types: str, bottoms=(1, 1), tops=(1, 1)) -> None:
-    """Layers with no rule beyond their blob counts."""
-    checker(*layer_types, bottoms=bottoms, tops=tops)(lambda layer, inputs: None)
+    """Layers with no rule beyond their blob counts. Their no-op checker is
+    filed under the family module that declares them (the family map)."""
+    def no_rule(layer, inputs):
+        return None
+
+    no_rule.__module__ = sys._getframe(1).f_globals["__name__"]
+    checker(*layer_types, bottoms=bottoms, tops=tops)(no_rule)
 
 
 def _count_rule(kind: str, count: int, low: int, high: Optional[int]) -> None:

@@ -1,13 +1,13 @@
-"""Layers that move or combine tensors, plus the per-element and normalising
-layers: each checker follows the layer's LayerSetUp/Reshape in the SSD fork."""
+"""Layers that move or combine tensors (and ArgMax, Tile, Reduction), plus the
+blob-count rules of the element-wise layers: each checker follows the
+layer's LayerSetUp/Reshape in the SSD fork."""
 from __future__ import annotations
 
 from caffessd.validate.registry import (
     blob_counts, canonical_axis, checker, require, shape_text,
 )
 
-blob_counts("ReLU", "ReLU6", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log",
-            "Threshold", "Dropout", "PReLU", "LRN", "MVN")
+blob_counts("Dropout")
 blob_counts("Split", bottoms=(1, 1), tops=(1, None))
 blob_counts("Input", bottoms=(0, 0), tops=(1, None))
 blob_counts("Silence", bottoms=(1, None), tops=(0, 0))
@@ -142,45 +142,6 @@ def eltwise(layer, inputs):
     for index, shape in enumerate(inputs[1:], start=1):
         require(tuple(shape) == tuple(inputs[0]), f"bottom {index}",
                 f"all inputs must have the same shape ({shape_text(shape)} vs {shape_text(inputs[0])})")
-
-
-@checker("InnerProduct")
-def inner_product(layer, inputs):
-    param = layer.inner_product_param
-    require(param.num_output > 0, "num_output", f"must be positive, got {param.num_output}")
-    canonical_axis(param.axis, len(inputs[0]), "axis")
-
-
-@checker("Softmax")
-def softmax(layer, inputs):
-    canonical_axis(layer.softmax_param.axis, len(inputs[0]), "axis")
-
-
-@checker("BatchNorm")
-def batch_norm(layer, inputs):
-    require(len(inputs[0]) >= 2, "bottom", f"input {shape_text(inputs[0])} has no channel axis")
-
-
-@checker("Scale", "Bias", bottoms=(1, 2), tops=(1, 1))
-def scale(layer, inputs):
-    param = layer.scale_param if layer.type == "Scale" else layer.bias_param
-    ndim = len(inputs[0])
-    if len(inputs) == 2:
-        axis = canonical_axis(param.axis, ndim, "axis") if ndim else 0
-        factor = inputs[1]
-        require(axis + len(factor) <= ndim and tuple(inputs[0][axis:axis + len(factor)]) == tuple(factor),
-                "bottom 1", f"shape {shape_text(factor)} must match {shape_text(inputs[0])} from axis {axis}")
-        return
-    require(param.num_axes >= -1, "num_axes", "must be non-negative, or -1 to extend to the end of the input")
-    axis = canonical_axis(param.axis, ndim, "axis") if ndim else 0
-    if param.num_axes >= 0:
-        require(ndim >= axis + param.num_axes, "num_axes",
-                f"axis + num_axes = {axis + param.num_axes} goes past the {ndim}-D input")
-
-
-@checker("Normalize")
-def normalize(layer, inputs):
-    require(len(inputs[0]) >= 2, "bottom", "number of axes of the input must be >= 2")
 
 
 @checker("ArgMax")

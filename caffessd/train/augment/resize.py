@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from caffessd.train.augment.distort import saturate_uint8
 from caffessd.train.augment.random import randint
+from caffessd import caffe_pb2
 
 INTERPOLATIONS = ("LINEAR", "AREA", "NEAREST", "CUBIC", "LANCZOS4")
 RESIZE_MODES = ("WARP", "FIT_SMALL_SIZE", "FIT_LARGE_SIZE_AND_PAD")
@@ -51,7 +52,6 @@ class ResizeParams:
 
     @classmethod
     def from_proto(cls, param) -> "ResizeParams":
-        from caffessd import caffe_pb2
         enum = caffe_pb2.ResizeParameter
         return cls(height=param.height, width=param.width, resize_mode=enum.Resize_mode.Name(param.resize_mode),
                    interp_modes=tuple(enum.Interp_mode.Name(m) for m in param.interp_mode),

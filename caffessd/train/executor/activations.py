@@ -1,4 +1,4 @@
-"""Element-wise activations, Power, Dropout and Softmax (layout-preserving where possible)."""
+"""Element-wise activations, Power and Softmax (layout-preserving where possible)."""
 from __future__ import annotations
 
 from caffessd.train.executor.context import NHWC
@@ -51,15 +51,6 @@ def power(ctx, info):
     _unary(ctx, info, lambda x: ctx.tf.pow(param.shift + param.scale * x, param.power) if param.power != 1
            else param.shift + param.scale * x)
 
-
-@builder("Dropout")
-def dropout(ctx, info):
-    """Caffe scales kept activations by 1/(1-ratio) while training; identity at test."""
-    ratio = float(info.layer.dropout_param.dropout_ratio)
-    if not ctx.training or ratio == 0:
-        _unary(ctx, info, lambda x: x)
-        return
-    _unary(ctx, info, lambda x: ctx.tf.nn.dropout(x, rate=ratio))
 
 
 @builder("Softmax")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from caffessd.layers import conv_geometry
 from caffessd.train.executor.context import NHWC
 from caffessd.train.executor.registry import builder
+from caffessd.errors import UnsupportedLayerError
 
 
 def _explicit(pad):
@@ -85,7 +86,6 @@ def deconvolution(ctx, info):
     layer, param = info.layer, info.layer.convolution_param
     kernel, stride, pad, dilation = conv_geometry(param, 2)
     if (param.group or 1) != 1 or any(d != 1 for d in dilation):
-        from caffessd.errors import UnsupportedLayerError
         raise UnsupportedLayerError(layer.name, "Deconvolution (group/dilation)", "supported by the trainer")
     x = ctx.get_nhwc(layer.bottom[0])
     params = ctx.params(info)

@@ -26,6 +26,7 @@ from caffessd.train.executor.fusion import plan_batch_norm_scale
 from caffessd.train.executor.normalization import batch_norm_scale
 from caffessd.train.executor.registry import BUILDERS
 from caffessd.train.tfimport import tensorflow
+from caffessd.generators.init_weights import init_weights
 
 # Layers evaluated outside the graph (the trainer decodes and scores detections in numpy).
 EVALUATION_TYPES = {"DetectionOutput", "DetectionEvaluate", "Accuracy"}
@@ -194,7 +195,5 @@ class TFNet:
 
 def initial_weights(param: caffe_pb2.NetParameter, seed: int = 0, phase: str = "TRAIN") -> Dict[str, List[np.ndarray]]:
     """Blobs drawn from the `phase` net's fillers, BatchNorm statistics at Caffe's zeros."""
-    from caffessd.generators.init_weights import init_weights
-
     model = init_weights(filter_phase(param, phase), seed=seed, bn_stats="zero")
     return protoio.layer_blobs(model)

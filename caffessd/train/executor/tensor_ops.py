@@ -1,5 +1,6 @@
 """Layers that move or combine data: Eltwise, Concat, Slice, Split, Flatten,
-Reshape, Permute, Crop, Silence. All but Eltwise and channel Concat work in
+Reshape, Permute, Crop, Silence, and Dropout. All but Eltwise, channel Concat
+and Dropout work in
 Caffe's NCHW order (their meaning is defined on Caffe's memory layout)."""
 from __future__ import annotations
 
@@ -114,11 +115,11 @@ def silence(ctx, info):
     """Consumes its bottoms, produces nothing."""
 
 
-@builder("PriorBox")
-def prior_box(ctx, info):
-    """Priors depend only on map and image sizes: a constant, as in the ONNX path."""
-    from caffessd.onnxconv.priors import prior_boxes
-
-    feature, image = info.input_shapes[0], info.input_shapes[1]
-    array = prior_boxes(info.layer.prior_box_param, feature[2:4], image[2:4])
-    ctx.set(info.layer, 0, ctx.tf.constant(array))
+@builder("Dropout")
+def dropout(ctx, info):
+    """Caffe scales kept activations by 1/(1-ratio) while training; identity at test."""
+    x, layout = ctx.get_any(info.layer.bottom[0])
+    ratio = float(info.layer.dropout_param.dropout_ratio)
+    if ctx.training and ratio:
+        x = ctx.tf.nn.dropout(x, rate=ratio)
+    ctx.set(info.layer, 0, x, layout)

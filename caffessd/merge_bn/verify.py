@@ -196,7 +196,8 @@ def default_runner() -> Runner:
 
 
 def run_onnx_path(net: Net, blobs: List[str]) -> Run:
-    from caffessd.onnxconv import run_onnx, to_onnx
+    from caffessd.onnxconv import to_onnx
+    from caffessd.inference.session import run_onnx
 
     extra = [b for b in blobs if b not in net.output_names()]
     model = to_onnx(net, extra_outputs=extra)

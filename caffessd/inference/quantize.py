@@ -23,7 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set
 import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
-from caffessd.preprocess import Preprocessing
+from caffessd.image.preprocess import Preprocessing
+from caffessd.util.files import atomic_write, check_writable
 
 METHODS = ("minmax", "entropy", "percentile")
 # Ops whose presence marks the part worth quantizing: everything they depend on.
@@ -151,7 +152,7 @@ def _with_outputs(model, names: Sequence[str]):
 
 def compare_outputs(fp32_model, int8_model, feeds: List[Dict[str, np.ndarray]], names: Sequence[str],
                     threads: Optional[int] = None) -> List[OutputDifference]:
-    from caffessd.deploy.session import make_session
+    from caffessd.inference.session import make_session
 
     sessions = [make_session(_with_outputs(m, names), threads=threads) for m in (fp32_model, int8_model)]
     stats = {name: [0.0, 0.0, 0, 0.0] for name in names}  # max, sum, count, range
@@ -216,10 +217,9 @@ def quantize_model(model_path, calibrate, output, *, images: int = 100, method: 
     from `calibrate` (folder or LMDB); write `output` (all or nothing)."""
     import onnx
 
-    from caffessd.deploy.calibration import calibration_blobs
+    from caffessd.inference.calibration import calibration_blobs
     from caffessd.onnxconv.dynamic_batch import one_image_model, with_dynamic_batch
     from caffessd.onnxconv.metadata import load_model
-    from caffessd.protoio import atomic_write, check_writable
 
     if images < 1:
         raise CaffessdError("--images must be at least 1")
@@ -291,7 +291,7 @@ def _quantize_body(body, blobs: List[np.ndarray], input_name: str, calibration_m
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from caffessd.deploy.calibration import BlobReader
+    from caffessd.inference.calibration import BlobReader
 
     _avoid_quantizer_name_clashes(body)
     # onnxruntime's calibrators print their progress; keep stdout for results.

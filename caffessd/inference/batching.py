@@ -1,5 +1,5 @@
 """Detection over many images: decoding and preprocessing on a thread pool
-(caffessd.parallel.ordered_map) overlapping inference, images run `batch` at
+(caffessd.util.parallel.ordered_map) overlapping inference, images run `batch` at
 a time through a model exported for that batch size, results in input order.
 
 A batch model's DetectionOutput gives every row its image's index in column
@@ -15,7 +15,9 @@ from typing import Callable, Iterable, Iterator, List, Optional, Union
 import numpy as np
 
 from caffessd.errors import FormatError
-from caffessd.preprocess import load_image, make_blob
+from caffessd.image.preprocess import load_image, make_blob
+from caffessd.util.parallel import ordered_map
+from caffessd.image.draw import annotate
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
@@ -73,8 +75,6 @@ def detect_many(detector, images: Iterable[ImageLike], batch: Optional[int] = No
     core on small CPUs: an SSD's layers are too small for intra-op threads
     to scale (about 1.6x from 2 threads on MobileNet-SSD 300, none on the
     face detector), while whole images run side by side scale fully."""
-    from caffessd.parallel import ordered_map
-
     fixed = model_batch(detector.session)
     batch = batch or fixed or 1
     if fixed is not None and batch != fixed:
@@ -122,8 +122,6 @@ class AnnotationWriter:
         self.pending = []
 
     def submit(self, image: np.ndarray, detections: list, target: Path):
-        from caffessd.draw import annotate
-
         self.pending.append(self.pool.submit(annotate, image, detections, target))
         # Bound memory: never more than a few images queued for writing.
         while len(self.pending) > 8:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Iterable, Optional, Tuple
 
 from caffessd.errors import FormatError

@@ -13,6 +13,7 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from caffessd.errors import FormatError
+from caffessd.image.read import read_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -54,9 +55,7 @@ def parse_mean(text: str) -> Tuple[float, float, float]:
 
 def load_image(path, max_pixels=None) -> np.ndarray:
     """Read an image file as an HxWx3 uint8 array in BGR order, as
-    cv2.imread(IMREAD_COLOR) does (see caffessd.imageread)."""
-    from caffessd.imageread import read_image
-
+    cv2.imread(IMREAD_COLOR) does (see caffessd.image.read)."""
     return read_image(path, max_pixels)
 
 

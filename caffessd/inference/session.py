@@ -1,4 +1,4 @@
-"""onnxruntime session settings for SSD detectors (CPU).
+"""The one onnxruntime session factory (CPU), and running a model once.
 
 Chosen for these nets, measured with scripts/benchmark_deploy.py:
 - Graph optimisation ORT_ENABLE_ALL: folds BatchNorm/Scale leftovers, fuses
@@ -22,7 +22,9 @@ import hashlib
 import os
 import platform
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
 
 import onnx
 
@@ -100,3 +102,17 @@ def optimized_cache_path(model_path: Path, cache: Path) -> Path:
     # ORT_ENABLE_ALL output may hold kernels laid out for this CPU: key on the machine too.
     digest.update(f"{ort.__version__} {platform.machine()} {platform.processor()}".encode())
     return Path(cache) / "optimized" / f"{Path(model_path).stem}-{digest.hexdigest()[:20]}.ort.onnx"
+
+
+def onnx_session(model: ModelLike, intra_op_threads: Optional[int] = None):
+    """A CPU session for `model` with the settings above (no optimised-graph cache)."""
+    return make_session(model, intra_op_threads)
+
+
+def run_onnx(model, feeds: Dict[str, np.ndarray], intra_op_threads: Optional[int] = None,
+             outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """Run `model` (ModelProto, bytes, path or an InferenceSession) once; {output name: array}."""
+    session = model if hasattr(model, "run") and hasattr(model, "get_outputs") else make_session(model, intra_op_threads)
+    names = list(outputs) if outputs else [o.name for o in session.get_outputs()]
+    feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+    return dict(zip(names, session.run(names, feeds)))

@@ -22,8 +22,11 @@ import numpy as np
 
 from caffessd import __version__
 from caffessd.errors import CaffessdError, FormatError
-from caffessd.preprocess import Preprocessing, load_image, make_blob
-from caffessd.protoio import atomic_write, read_bytes
+from caffessd.image.preprocess import Preprocessing, load_image, make_blob
+from caffessd.util.files import read_bytes
+from caffessd.resources import bundled
+from caffessd.net import Net
+from caffessd.netprep import net_preprocessing
 
 
 @dataclass
@@ -54,8 +57,6 @@ class ModelSpec:
 
 def default_model() -> ModelSpec:
     """The embedded YuFaceDetectNet (BSD-3-Clause, models/yufacedetectnet)."""
-    from caffessd.resources import bundled
-
     return ModelSpec(
         prototxt=bundled("yufacedetectnet", "yufacedetectnet-open-v2.prototxt"),
         caffemodel=bundled("yufacedetectnet", "yufacedetectnet-open-v2.caffemodel"),
@@ -66,8 +67,6 @@ def default_model() -> ModelSpec:
 
 
 def sample_image() -> Path:
-    from caffessd.resources import bundled
-
     return bundled("yufacedetectnet", "keliamoniz1.jpg")
 
 
@@ -88,7 +87,7 @@ def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
 
 def convert_cached(spec: ModelSpec, directory: Optional[Path] = None, batch: int = 1) -> Tuple[Optional[Path], bool]:
     """ONNX file for `spec`, converting only when no sound cached copy exists.
-    `batch` > 1 converts for that many images per run (caffessd.deploy.batching).
+    `batch` > 1 converts for that many images per run (caffessd.inference.batching).
 
     Returns (path, converted_now); path is None when the cache folder could
     not be written and the model was converted in memory (see cached_model)."""
@@ -97,9 +96,9 @@ def convert_cached(spec: ModelSpec, directory: Optional[Path] = None, batch: int
 
 
 def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int = 1):
-    """caffessd.modelcache.CachedModel for `spec`: verified by checksum when
+    """caffessd.inference.model_cache.CachedModel for `spec`: verified by checksum when
     read from the cache; converted, run once in onnxruntime, then cached."""
-    from caffessd import modelcache
+    from caffessd.inference import model_cache as modelcache
 
     metadata = spec.preprocessing.to_metadata() if spec.preprocessing else {}
     if spec.labels:
@@ -110,7 +109,6 @@ def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int =
     target = directory / f"{Path(spec.prototxt).stem}{f'-b{batch}' if batch > 1 else ''}-{key}.onnx"
 
     def build() -> bytes:
-        from caffessd.net import Net
         from caffessd.onnxconv import to_onnx
 
         net = Net.load(spec.prototxt, spec.caffemodel)
@@ -124,7 +122,7 @@ def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int =
 def run_once(model: bytes, source) -> None:
     """Load `model` in onnxruntime and run it on zeros; FormatError naming
     `source` when either fails (so no such model gets cached)."""
-    from caffessd.onnxconv import onnx_session
+    from caffessd.inference.session import onnx_session
 
     try:
         session = onnx_session(model, 1)
@@ -164,7 +162,7 @@ class Detector:
             entry = cached_model(spec, cache, batch)
             onnx_path, self.converted = entry.path, entry.converted
         self.onnx_path = Path(onnx_path) if onnx_path else None  # None: converted in memory only
-        from caffessd.deploy.session import make_session, optimized_cache_path
+        from caffessd.inference.session import make_session, optimized_cache_path
         from caffessd.onnxconv import read_metadata
         from caffessd.onnxconv.metadata import load_model
 
@@ -173,7 +171,7 @@ class Detector:
         metadata = read_metadata(model)
         require_detection_output(metadata, self.onnx_path)
         try:
-            # The optimised graph is cached: a second start skips the optimiser (caffessd.deploy.session).
+            # The optimised graph is cached: a second start skips the optimiser (caffessd.inference.session).
             optimized = optimized_cache_path(self.onnx_path, cache or cache_dir()) if self.onnx_path else None
             self.session = make_session(model, threads, optimized)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -226,12 +224,12 @@ class Detector:
         return self.to_detections(rows, bgr.shape[1], bgr.shape[0])
 
     def detect_many(self, images, batch: Optional[int] = None, workers: int = 2, load=None, streams: int = 1):
-        """Yield caffessd.deploy.batching.ImageResult per image, in order:
+        """Yield caffessd.inference.batching.ImageResult per image, in order:
         decoding on `workers` threads overlaps inference, `batch` images per run
         (the model's batch size, see export-onnx --batch), `streams` runs at
         once (fastest over folders: a Detector made with threads=1, streams =
         the number of cores)."""
-        from caffessd.deploy.batching import detect_many
+        from caffessd.inference.batching import detect_many
 
         return detect_many(self, images, batch=batch, workers=workers, streams=streams,
                            **({"load": load} if load else {}))
@@ -276,9 +274,6 @@ def preprocessing_for_net(prototxt) -> Preprocessing:
     """The preprocessing a deploy net expects: its input size, and mean, scale and
     channel order from its caffessd note or a train/test prototxt beside it,
     else mean 0, scale 1, BGR (caffessd.netprep.net_preprocessing)."""
-    from caffessd.net import Net
-    from caffessd.netprep import net_preprocessing
-
     shapes = list(Net.load(prototxt).input_shapes().values())
     if not shapes or len(shapes[0]) != 4:
         raise FormatError(prototxt, "cannot tell the input size: no 4-d input shape")

@@ -6,14 +6,14 @@ from typing import Sequence
 
 import numpy as np
 
-from caffessd.protoio import atomic_write
+from caffessd.util.files import atomic_write
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
 
 
 def annotate(image_bgr: np.ndarray, detections: Sequence, path) -> Path:
-    """Draw `detections` (caffessd.runtime.Detection) on the image and save it."""
+    """Draw `detections` (caffessd.inference.detector.Detection) on the image and save it."""
     import io
 
     from PIL import Image, ImageDraw, ImageFont

@@ -27,6 +27,10 @@ from caffessd import caffe_pb2, protoio
 from caffessd.errors import CaffessdError
 from caffessd.layers import DATA_LAYER_TYPES
 from caffessd.net import Net
+from caffessd.util.files import atomic_write_many
+from caffessd.util.outputs import file_name_for, is_folder_target, refuse_overwriting
+from caffessd.merge_bn import verify as merge_bn_verify
+from caffessd.netprep import carry_notes
 
 FOLD_TARGETS = ("Convolution", "Deconvolution", "InnerProduct")
 FOLDABLE = ("BatchNorm", "Scale")
@@ -374,7 +378,7 @@ class MergeReport:
     """What `merge_bn` did: the fold, the verification rows, the files written."""
 
     result: FoldResult
-    checks: list = field(default_factory=list)     # [OutputDiff] from caffessd.merge_bn_verify
+    checks: list = field(default_factory=list)     # [OutputDiff] from caffessd.merge_bn.verify
     prototxt: Optional[Path] = None
     caffemodel: Optional[Path] = None
 
@@ -382,8 +386,6 @@ class MergeReport:
 def output_paths(out_prefix, prototxt_out=None, caffemodel_out=None, net_name: str = "merged") -> Tuple[Path, Path]:
     """(prototxt, caffemodel) paths; a folder as prefix (existing, or with a
     trailing /) means files named after the net inside it."""
-    from caffessd.outputs import file_name_for, is_folder_target
-
     prefix = os.fspath(out_prefix)
     if prefix and is_folder_target(prefix):
         prefix = os.path.join(prefix, file_name_for(net_name, "merged"))
@@ -400,7 +402,7 @@ def merge_bn(prototxt, caffemodel, out_prefix=None, verify: bool = True, image=N
     on `image` (a path, or a list of paths) and every checked output must agree
     within `tolerance` (max abs difference relative to the output's largest
     magnitude); otherwise VerificationError is raised and nothing is written.
-    `runner` overrides the engine (see caffessd.merge_bn_verify.default_runner).
+    `runner` overrides the engine (see caffessd.merge_bn.verify.default_runner).
     """
     if out_prefix is None and not (prototxt_out and caffemodel_out):
         raise CaffessdError("merge_bn needs out_prefix or both prototxt_out and caffemodel_out")
@@ -409,15 +411,12 @@ def merge_bn(prototxt, caffemodel, out_prefix=None, verify: bool = True, image=N
                                                   net.name or Path(prototxt).stem)
     if prototxt_path.resolve() == caffemodel_path.resolve():
         raise CaffessdError(f"the merged prototxt and caffemodel would both be written to {prototxt_path}")
-    from caffessd.outputs import refuse_overwriting
 
     refuse_overwriting([("the merged prototxt", prototxt_path), ("the merged caffemodel", caffemodel_path)],
                        [("prototxt", prototxt), ("caffemodel", caffemodel)] + [("image", i) for i in _images(image)])
     result = fold_batchnorm(net)
     report = MergeReport(result)
     if verify:
-        from caffessd import merge_bn_verify
-
         images = [] if image is None else ([image] if isinstance(image, (str, os.PathLike)) else list(image))
         report.checks = merge_bn_verify.verify_fold(net, result.net(), images=images, tolerance=tolerance,
                                                     seed=seed, runner=runner, progress=progress)
@@ -437,8 +436,6 @@ def write_merged(result: FoldResult, prototxt_path, caffemodel_path, source_prot
     With `source_prototxt`, its caffessd notes (preprocessing) are carried over."""
     text = protoio.prototxt_text(result.param)
     if source_prototxt is not None:
-        from caffessd.netprep import carry_notes
-
         text = carry_notes(source_prototxt, text)
-    protoio.atomic_write_many([(prototxt_path, text),
+    atomic_write_many([(prototxt_path, text),
                                (caffemodel_path, protoio.serialize(result.caffemodel()))])

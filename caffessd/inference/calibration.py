@@ -11,7 +11,10 @@ from typing import Iterator, List
 import numpy as np
 
 from caffessd.errors import FormatError
-from caffessd.preprocess import IMAGE_SUFFIXES, Preprocessing, make_blob
+from caffessd.image.preprocess import IMAGE_SUFFIXES, load_image, make_blob, Preprocessing
+from caffessd.datasets.lmdb_reader import LmdbDataset
+from caffessd.util.parallel import ordered_map
+from caffessd.util.progress import Progress
 
 
 def _is_lmdb(path: Path) -> bool:
@@ -32,8 +35,6 @@ def calibration_images(source, count: int) -> Iterator[np.ndarray]:
 
 
 def _folder_images(folder: Path, count: int) -> Iterator[np.ndarray]:
-    from caffessd.preprocess import load_image
-
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FormatError(folder, f"no images to calibrate with (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -42,8 +43,6 @@ def _folder_images(folder: Path, count: int) -> Iterator[np.ndarray]:
 
 
 def _lmdb_images(path: Path, count: int) -> Iterator[np.ndarray]:
-    from caffessd.datasets.lmdb_reader import LmdbDataset
-
     dataset = LmdbDataset(path)
     try:
         if len(dataset) == 0:
@@ -63,9 +62,6 @@ def _lmdb_images(path: Path, count: int) -> Iterator[np.ndarray]:
 def calibration_blobs(source, count: int, prep: Preprocessing, workers: int = 2) -> List[np.ndarray]:
     """The model-input blobs (1x3xHxW float32) of up to `count` images, resized
     and normalised on `workers` threads, with progress on stderr for many."""
-    from caffessd.parallel import ordered_map
-    from caffessd.progress import Progress
-
     blobs = []
     with Progress(count, "calibration images", enabled=count > 10) as progress:
         for blob in ordered_map(lambda image: make_blob(image, prep), calibration_images(source, count), workers):

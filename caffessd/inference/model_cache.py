@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from caffessd.errors import FormatError
+from caffessd.util.files import atomic_write_many
 
 CHECKSUM_SUFFIX = ".sha256"
 
@@ -92,8 +93,6 @@ def _unwritable(folder: Path) -> Optional[str]:
 
 
 def _write_entry(target: Path, data: bytes) -> None:
-    from caffessd.protoio import atomic_write_many
-
     # The checksum names the bytes it belongs to, so a reader never trusts a
     # half-replaced pair: either both match or the entry is rebuilt.
     atomic_write_many([(target, data), (checksum_path(target), digest(data) + "\n")])

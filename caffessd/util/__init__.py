@@ -1,0 +1,6 @@
+"""Small utilities every layer shares: atomic file writing and readable-file
+checks (files), output paths that cannot destroy inputs (outputs), an
+ordered bounded parallel map (parallel), and progress lines (progress).
+
+May import: nothing from caffessd but `errors` (the lowest layer).
+"""
