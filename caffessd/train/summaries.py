@@ -29,7 +29,7 @@ from caffessd.train.show import blob_to_image
 from caffessd.train.tfimport import tensorflow
 
 TEST_IMAGES = 4          # test images shown with their detections at each test
-SCORE_THRESHOLD = 0.3    # detections drawn at or above this score
+SCORE_THRESHOLD = 0.5    # detections drawn at or above this score
 MAX_BOXES = 20           # per image, highest scores first
 
 
@@ -85,8 +85,9 @@ class TrainingSummaries:
 
 
 def detection_picture(sample: TestSample, mean, scale: float, names: Optional[Dict[int, str]] = None,
-                      threshold: float = SCORE_THRESHOLD) -> np.ndarray:
+                      threshold: Optional[float] = None) -> np.ndarray:
     """RGB uint8 [H, W, 3]: the test image with its confident detections and ground truth."""
+    threshold = SCORE_THRESHOLD if threshold is None else threshold
     image = blob_to_image(sample.blob, mean, scale)
     h, w = image.shape[:2]
     rows = [r for r in sample.detections if r[2] >= threshold and np.all(np.isfinite(r[3:7]))]
