@@ -276,7 +276,7 @@ def test_convolution_padding_modes_follow_caffe():
     ctx = TFNet(param, "TEST", ParamStore(), initial=weights).forward({"data": tf.constant(x)})
     reference = Net(param)
     reference.attach_weights(caffemodel_of(weights))
-    onnx = onnxconv.run_onnx(onnxconv.to_onnx(reference, extra_outputs=list(convs)), {"data": x})
+    onnx = inference.run_onnx(onnxconv.to_onnx(reference, extra_outputs=list(convs)), {"data": x})
     for name in convs:
         ours, theirs = ctx.get(name).numpy(), onnx[name]
         assert ours.shape == theirs.shape, name
