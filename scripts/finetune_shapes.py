@@ -4,7 +4,8 @@ to another with different classes, against the same net trained from scratch.
 Every step is a `caffessd` command, as a user runs them:
 
 1. Two shapes datasets in VOC layout (caffessd.datasets.synthetic, class by shape only,
-   random colours): A with circles, squares and triangles, B with crosses and diamonds
+   random colours, unless --colour-hint gives each class its own colour too): A with
+   circles, squares and triangles, B with crosses and diamonds
    (another number of classes, so B's class heads, the *_mbox_conf convolutions, have
    other shapes than A's); make-lmdb for each split.
 2. gen-model for each (MobileNet-SSD, width 0.5, 96x96, the same architecture), the
@@ -41,14 +42,15 @@ def caffessd(*args) -> str:
     return result.stderr + result.stdout
 
 
-def prepare(work: Path, name: str, shapes, train: int, test: int, seed: int) -> Path:
+def prepare(work: Path, name: str, shapes, train: int, test: int, seed: int, colour_hint: bool) -> Path:
     """The dataset `name` (VOC folder, labelmap) and its trainval/test LMDBs under work/name."""
     from caffessd.datasets.synthetic import write_shapes_voc
 
     root = work / name
     data = root / "data"
     if not (data / "labelmap.prototxt").exists():
-        write_shapes_voc(data, {"trainval": train, "test": test}, size=128, seed=seed, shapes=shapes)
+        write_shapes_voc(data, {"trainval": train, "test": test}, size=128, seed=seed, shapes=shapes,
+                         colour_hint=colour_hint)
     for split in ("trainval", "test"):
         if not (root / f"{split}_lmdb").exists():
             caffessd("make-lmdb", "-f", "voc", "-s", split, "--labelmap", data / "labelmap.prototxt",
@@ -121,8 +123,8 @@ def skipped_layers(log: str):
 def workflow(args) -> dict:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    a = prepare(work, "A", CLASSES_A, args.pretrain_images, args.test_images, args.seed)
-    b = prepare(work, "B", CLASSES_B, args.train_images, args.test_images, args.seed + 1)
+    a = prepare(work, "A", CLASSES_A, args.pretrain_images, args.test_images, args.seed, args.colour_hint)
+    b = prepare(work, "B", CLASSES_B, args.train_images, args.test_images, args.seed + 1, args.colour_hint)
     model_a = generate(a, args, args.pretrain_iterations, args.test_images)
     model_b = generate(b, args, args.iterations, args.test_images)
     start = time.time()
@@ -177,6 +179,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--input", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--colour-hint", action="store_true",
+                        help="each class also has its own colour in both datasets (learnt in far fewer iterations)")
     return parser.parse_args(argv)
 
 
