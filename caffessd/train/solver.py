@@ -75,7 +75,7 @@ class LearningRate:
 class Solver:
     """Histories and the update rule of one Caffe solver over a ParamStore's params."""
 
-    def __init__(self, param: caffe_pb2.SolverParameter, params, compiled: bool = True):
+    def __init__(self, param: caffe_pb2.SolverParameter, params, compiled: bool = True, jit: bool = False):
         tf = tensorflow()
         self.tf = tf
         self.param = param
@@ -91,7 +91,9 @@ class Solver:
         if self.regularization not in ("L1", "L2"):
             raise CaffessdError(f"regularization_type '{self.regularization}' is not L1 or L2")
         self._index = {id(p): i for i, p in enumerate(self.params)}
-        self._update = tf.function(self._apply, reduce_retracing=True) if compiled else self._apply
+        # jit: one XLA program for all the blobs' element-wise updates instead of ~15 small ops each.
+        self._update = (tf.function(self._apply, reduce_retracing=True, jit_compile=jit or None) if compiled
+                        else self._apply)
 
     # ------------------------------------------------------------ one update
 
