@@ -27,6 +27,7 @@ _EXPORTS = {
     "fold_batchnorm": "caffessd.merge_bn",
     "merge_bn": "caffessd.merge_bn",
     "evaluate": "caffessd.eval.runner",
+    "detect_video": "caffessd.video.pipeline",
 }
 
 

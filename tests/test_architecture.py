@@ -18,7 +18,7 @@ LAYERS = [
     ("util", ["caffessd.errors", "caffessd.util"]),
     ("core", ["caffessd", "caffessd.caffe_pb2", "caffessd.protoio", "caffessd.net", "caffessd.layers",
               "caffessd.netnotes", "caffessd.netprep", "caffessd.summary", "caffessd.validate",
-              "caffessd.priorbox", "caffessd.resources"]),
+              "caffessd.priorbox", "caffessd.boxmatch", "caffessd.resources"]),
     ("image", ["caffessd.image"]),
     ("data", ["caffessd.datasets", "caffessd.generators"]),
     ("conversion", ["caffessd.onnxconv"]),

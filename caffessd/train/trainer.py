@@ -53,7 +53,8 @@ class Trainer:
 
     def __init__(self, solver, *, input_fn: Optional[Callable] = None, root=None,
                  log: Optional[Callable[[str], None]] = None, progress: bool = True,
-                 shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False):
+                 shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False,
+                 empty_image_negatives: int = 0):
         self.tf = tf = tensorflow()
         self.solver_path = Path(solver) if not isinstance(solver, caffe_pb2.SolverParameter) else Path("solver.prototxt")
         self.param = solver if isinstance(solver, caffe_pb2.SolverParameter) else read_solver(solver)
@@ -62,6 +63,8 @@ class Trainer:
         self.input_fn = input_fn or inputs.build_input
         self.root = root
         self.shard = shard
+        # Not the fork's: hard negatives from images without objects (multibox.empty_image_negatives).
+        self.empty_image_negatives = int(empty_image_negatives)
         self.seed = int(self.param.random_seed) if self.param.random_seed >= 0 else 0
         tf.random.set_seed(self.seed)
         # Mixed precision: float16 layers, float32 blobs/solver/snapshots, a dynamic loss scale.
@@ -86,6 +89,7 @@ class Trainer:
         initial = initial_weights(train_param, seed=self.seed)
         self.store = ParamStore()
         self.train_net = TFNet(train_param, "TRAIN", self.store, initial=initial, source=train_source)
+        self.train_net.options["empty_image_negatives"] = self.empty_image_negatives
         self.test_nets = []
         for param, source in self._test_net_params():
             extra = initial_weights(param, seed=self.seed, phase="TEST")
@@ -199,13 +203,16 @@ class Trainer:
         return loss, grads, finite, matches, outputs
 
     def _next_batch(self):
-        if self._batches is None:
-            self._batches = iter(self._dataset())
-        try:
-            return next(self._batches)
-        except StopIteration:
-            self._batches = iter(self._dataset())
-            return next(self._batches)
+        from caffessd.train.data import input_errors
+
+        with input_errors(self.train_net.data_layers[0].layer, self.root):
+            if self._batches is None:
+                self._batches = iter(self._dataset())
+            try:
+                return next(self._batches)
+            except StopIteration:
+                self._batches = iter(self._dataset())
+                return next(self._batches)
 
     def _dataset(self):
         layer = self.train_net.data_layers[0].layer
@@ -393,9 +400,12 @@ class Trainer:
         detections, truth, offset = {}, {}, 0
         steps = self.param.test_iter[index] if len(self.param.test_iter) > index else 1
         input_name = session.get_inputs()[0].name
+        from caffessd.train.data import input_errors
+
         for _ in range(steps):
             try:
-                images, gt = next(dataset)
+                with input_errors(data, self.root):
+                    images, gt = next(dataset)
             except StopIteration:
                 break
             images = np.asarray(images, np.float32)

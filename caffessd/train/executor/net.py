@@ -119,6 +119,7 @@ class TFNet:
         self.net = Net(self.param, source=source)
         self.source = source
         self.store = store
+        self.options: Dict[str, object] = {}   # read by layers through ForwardContext.options
         shapes = data_input_shapes(self.param)
         shapes.update(input_shapes or {})
         self.infos = list(self.net.walk(shapes, with_weights=False))
@@ -128,7 +129,7 @@ class TFNet:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
                 continue
             if info.type not in BUILDERS:
-                raise UnsupportedLayerError(info.name, info.type, "supported by the trainer")
+                raise UnsupportedLayerError(info.name, info.type, "supported by the trainer", source)
             if info.param_shapes:
                 arrays = (initial or {}).get(info.name)
                 if arrays is None and info.name not in store.variables:
@@ -143,7 +144,7 @@ class TFNet:
                 stop_after: Optional[str] = None, compute_dtype=None) -> ForwardContext:
         """Run the layers on `feeds` ({data top: NCHW tensor}); returns the context with all blobs."""
         training = self.phase == "TRAIN" if training is None else training
-        ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype)
+        ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype, self.options)
         tf = ctx.tf
         for blob, value in feeds.items():
             if compute_dtype is not None and value.dtype.is_floating and blob == self.data_layers[0].layer.top[0]:

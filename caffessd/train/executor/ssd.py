@@ -19,7 +19,7 @@ def prior_box(ctx, info):
 @builder("MultiBoxLoss")
 def multibox_loss_layer(ctx, info):
     layer = info.layer
-    settings = multibox.Settings.from_layer(layer)
+    settings = multibox.Settings.from_layer(layer, ctx.options.get("empty_image_negatives", 0))
     loc, conf, priors, gt = (ctx.get(b) for b in layer.bottom[:4])
     if loc.dtype == ctx.tf.float16:  # mixed precision: the loss in float32
         loc, conf = ctx.tf.cast(loc, ctx.tf.float32), ctx.tf.cast(conf, ctx.tf.float32)
