@@ -9,11 +9,11 @@ from typing import List, Optional, Tuple
 
 from caffessd import protoio
 from caffessd.errors import CaffessdError
-from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
 from caffessd.export.ncnn.converter import NcnnModel, to_ncnn
+from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
+from caffessd.merge_bn import fold_batchnorm
 from caffessd.net import Net
 from caffessd.onnxconv.facts import export_facts, net_metadata
-from caffessd.merge_bn import fold_batchnorm
 from caffessd.util.files import atomic_write_many, check_writable
 from caffessd.util.outputs import check_outputs, file_name_for
 

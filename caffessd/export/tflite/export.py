@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from caffessd.errors import CaffessdError
+from caffessd.export.tflite.convert import TfliteModel, to_tflite
+from caffessd.image.preprocess import Preprocessing
+from caffessd.inference.calibration import calibration_blobs
 from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
 from caffessd.net import Net
 from caffessd.onnxconv.facts import export_facts, net_metadata
-from caffessd.image.preprocess import Preprocessing
-from caffessd.inference.calibration import calibration_blobs
+from caffessd.train.tfimport import tensorflow
 from caffessd.util.files import atomic_write_many, check_writable
 from caffessd.util.lmdb_check import looks_like_lmdb
 from caffessd.util.outputs import Input, check_outputs
-from caffessd.export.tflite.convert import TfliteModel, to_tflite
-from caffessd.train.tfimport import tensorflow
 
 SUFFIX = ".tflite"
 CALIBRATION_IMAGES = 100
