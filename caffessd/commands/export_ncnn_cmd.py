@@ -5,6 +5,7 @@ import click
 
 from caffessd.commands.export_options import export_metadata, preprocessing_options
 from caffessd.commands.options import max_memory_option, parse_size
+from caffessd.util.outputs import check_outputs
 
 
 @click.command("export-ncnn")
@@ -25,6 +26,7 @@ def command(prototxt, caffemodel, output, fp16, fold_bn, raw, input_size, mean, 
     from caffessd.export.ncnn.export import export_ncnn
 
     size = parse_size(input_size, "--input-size") if input_size else None
+    check_outputs([("-o", output)], [("labelmap", labels)])
     metadata, origin = export_metadata(prototxt, mean, scale, swap_rb, labels)
     result = export_ncnn(prototxt, caffemodel, output, raw=raw, fp16=fp16, fold_bn=fold_bn,
                          metadata=metadata, input_size=size)

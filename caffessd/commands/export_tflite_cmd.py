@@ -5,6 +5,7 @@ import click
 
 from caffessd.commands.export_options import export_metadata, preprocessing_options
 from caffessd.commands.options import max_memory_option, parse_size
+from caffessd.util.outputs import check_outputs
 
 
 @click.command("export-tflite")
@@ -34,6 +35,7 @@ def command(prototxt, caffemodel, output, precision, calibrate, calibration_imag
 
     precision = precision or "float32"
     size = parse_size(input_size, "--input-size") if input_size else None
+    check_outputs([("-o", output)], [("labelmap", labels)])
     metadata, origin = export_metadata(prototxt, mean, scale, swap_rb, labels)
     result = export_tflite(prototxt, caffemodel, output, raw=raw, precision=precision, nms=nms, candidates=candidates,
                            calibrate=calibrate,

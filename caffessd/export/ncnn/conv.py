@@ -7,10 +7,8 @@ Deconvolution stores (in, out / group, kh, kw) per group, which ncnn wants as
 """
 from __future__ import annotations
 
-import numpy as np
-
-from caffessd.layers import conv_geometry
 from caffessd.export.ncnn.registry import ncnn_axis, refuse, writer
+from caffessd.layers import conv_geometry
 
 
 def _geometry_params(info) -> dict:

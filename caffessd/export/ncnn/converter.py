@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from caffessd.errors import CaffessdError, UnsupportedLayerError
-from caffessd.layers import DATA_LAYER_TYPES, LOSS_LAYER_TYPES
 from caffessd.export.ncnn.graph import NcnnGraph
 from caffessd.export.ncnn.registry import WRITERS
+from caffessd.layers import DATA_LAYER_TYPES, LOSS_LAYER_TYPES
 from caffessd.net import Net
 
 SKIPPED_TYPES = DATA_LAYER_TYPES | LOSS_LAYER_TYPES | {"Input"}

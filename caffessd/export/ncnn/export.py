@@ -9,13 +9,13 @@ from typing import List, Optional, Tuple
 
 from caffessd import protoio
 from caffessd.errors import CaffessdError
-from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
 from caffessd.export.ncnn.converter import NcnnModel, to_ncnn
+from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
+from caffessd.merge_bn import fold_batchnorm
 from caffessd.net import Net
 from caffessd.onnxconv.facts import export_facts, net_metadata
-from caffessd.merge_bn import fold_batchnorm
 from caffessd.util.files import atomic_write_many, check_writable
-from caffessd.util.outputs import file_name_for, refuse_overwriting
+from caffessd.util.outputs import check_outputs, file_name_for
 
 PARAM_SUFFIX, BIN_SUFFIX = ".param", ".bin"
 
@@ -52,8 +52,8 @@ def export_ncnn(prototxt, caffemodel, output, *, raw: bool = False, fp16: bool =
     (caffessd.commands.export_options.export_metadata; None: the net's own); `input_size`
     (width, height) converts for another input size."""
     param_path, bin_path, json_path = planned_paths(prototxt, output)
-    refuse_overwriting([("the ncnn param file", param_path), ("the ncnn weights", bin_path),
-                        ("the metadata file", json_path)], [("prototxt", prototxt), ("caffemodel", caffemodel)])
+    check_outputs([("the ncnn param file", param_path), ("the ncnn weights", bin_path),
+                   ("the metadata file", json_path)], [("prototxt", prototxt), ("caffemodel", caffemodel)])
     for path in (param_path, bin_path, json_path):
         check_writable(path)
     net = Net.load(prototxt, caffemodel)

@@ -15,8 +15,8 @@ both is refused.
 from __future__ import annotations
 
 from caffessd import caffe_pb2
-from caffessd.layers import pool_geometry, pooled_size
 from caffessd.export.ncnn.registry import refuse, writer
+from caffessd.layers import pool_geometry, pooled_size
 
 MAX, AVE = caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE
 

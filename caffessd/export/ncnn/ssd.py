@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffessd.layers import prior_aspect_ratios
 from caffessd.export.ncnn.registry import refuse, writer
-from caffessd.priorbox import variances
+from caffessd.layers import prior_aspect_ratios
 from caffessd.onnxconv.ssd import detection_settings
+from caffessd.priorbox import variances
 
 AUTO = -233          # ncnn: derive from the blobs
 FLT_MAX = float(np.finfo(np.float32).max)

@@ -10,8 +10,8 @@ of the same name, not the Caffe axis of the same index).
 from __future__ import annotations
 
 from caffessd import caffe_pb2
-from caffessd.layers import permute_order
 from caffessd.export.ncnn.registry import ncnn_axis, refuse, writer
+from caffessd.layers import permute_order
 
 # ncnn's Permute order types (src/layer/permute.cpp), by the input dimension
 # each output dimension takes, innermost first.

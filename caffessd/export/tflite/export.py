@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from caffessd.errors import CaffessdError
+from caffessd.export.tflite.convert import TfliteModel, to_tflite
+from caffessd.image.preprocess import Preprocessing
+from caffessd.inference.calibration import calibration_blobs
 from caffessd.inference.engines.sidecar import sidecar_path, sidecar_text
 from caffessd.net import Net
 from caffessd.onnxconv.facts import export_facts, net_metadata
-from caffessd.image.preprocess import Preprocessing
-from caffessd.inference.calibration import calibration_blobs
-from caffessd.util.files import atomic_write_many, check_writable
-from caffessd.util.outputs import refuse_overwriting
-from caffessd.export.tflite.convert import TfliteModel, to_tflite
 from caffessd.train.tfimport import tensorflow
+from caffessd.util.files import atomic_write_many, check_writable
+from caffessd.util.lmdb_check import looks_like_lmdb
+from caffessd.util.outputs import Input, check_outputs
 
 SUFFIX = ".tflite"
 CALIBRATION_IMAGES = 100
@@ -60,8 +61,9 @@ def export_tflite(prototxt, caffemodel, output, *, raw: bool = False, precision:
     exposed as outputs after the model's own (for checking a model against
     another runtime blob by blob)."""
     path, json_path = output_paths(output)
-    refuse_overwriting([("the TFLite model", path), ("the metadata file", json_path)],
-                       [("prototxt", prototxt), ("caffemodel", caffemodel), ("calibration input", calibrate)])
+    check_outputs([("the TFLite model", path), ("the metadata file", json_path)],
+                  [Input("prototxt", prototxt), Input("caffemodel", caffemodel),
+                   Input("--calibrate", calibrate, sealed=bool(calibrate) and looks_like_lmdb(calibrate))])
     for target in (path, json_path):
         check_writable(target)
     if precision == "int8" and calibrate is None:
