@@ -113,13 +113,17 @@ class Solver:
             scale = tf.where(norm > p.clip_gradients, p.clip_gradients / norm, 1.0)
             grads = [g * scale for g in grads]
         n = len(self.params)
+        rates = {}  # one local rate per distinct lr_mult (the same product for every blob)
         for param, g in zip(self.trainable, grads):
             w = param.variable
-            g = g / iter_size
+            if iter_size != 1:
+                g = g / iter_size
             decay = p.weight_decay * param.decay_mult
             if decay:
                 g = g + decay * (w if self.regularization == "L2" else tf.sign(w))
-            local = rate * param.lr_mult
+            if param.lr_mult not in rates:
+                rates[param.lr_mult] = rate * param.lr_mult
+            local = rates[param.lr_mult]
             i = self._index[id(param)]
             h = self.history[i]
             if self.type == "SGD":
