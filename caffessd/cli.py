@@ -2,18 +2,22 @@
 
 Each subcommand lives with its feature (caffessd/commands/*.py) and is
 registered in COMMANDS below. Errors derived from CaffessdError become one
-line on stderr and exit status 1, never a traceback.
+line on stderr and exit status 1, never a traceback; Ctrl-C exits 130 and
+SIGTERM, handled the same way, 143.
 """
 from __future__ import annotations
 
 import importlib
 import re
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 import click
 
 from caffessd import __version__
-from caffessd.errors import CaffessdError
+from caffessd.errors import CaffessdError, Terminated
 
 # (command name, module) pairs; a module exposes `command`, a click.Command.
 COMMANDS = [
@@ -23,12 +27,16 @@ COMMANDS = [
     ("gen-model", "caffessd.commands.gen_model_cmd"),
     ("export-onnx", "caffessd.commands.export_onnx_cmd"),
     ("export-openvino", "caffessd.commands.export_openvino_cmd"),
+    ("export-ncnn", "caffessd.commands.export_ncnn_cmd"),
+    ("export-tflite", "caffessd.commands.export_tflite_cmd"),
     ("quantize", "caffessd.commands.quantize_cmd"),
     ("convert-tf", "caffessd.commands.convert_tf_cmd"),
     ("eval", "caffessd.commands.eval_cmd"),
     ("make-lmdb", "caffessd.commands.make_lmdb_cmd"),
     ("inspect-lmdb", "caffessd.commands.inspect_lmdb_cmd"),
     ("train", "caffessd.commands.train_cmd"),
+    ("fit-priors", "caffessd.commands.fit_priors_cmd"),
+    ("lint-dataset", "caffessd.commands.lint_dataset_cmd"),
 ]
 
 
@@ -76,13 +84,46 @@ def usage_line(exc: click.exceptions.UsageError) -> str:
     return f"{message} (see '{command} --help')"
 
 
+def interrupt_exit(exc: BaseException) -> None:
+    """One line and the shell's status for Ctrl-C (130) or SIGTERM (143)."""
+    if isinstance(exc, Terminated):
+        click.echo("caffessd: terminated", err=True)
+        sys.exit(128 + Terminated.signal_number)
+    click.echo("caffessd: interrupted", err=True)
+    sys.exit(130)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread while a
+    command runs, so it ends the way Ctrl-C does: partial outputs removed,
+    finished results kept. Only the main thread can own a signal handler; an
+    embedding program that calls main() from another thread keeps its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None):
     try:
-        cli.main(args=argv, prog_name="caffessd", standalone_mode=False)
+        with sigterm_as_interrupt():
+            cli.main(args=argv, prog_name="caffessd", standalone_mode=False)
     except click.exceptions.Abort as exc:
-        if isinstance(exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-            click.echo("caffessd: interrupted", err=True)
-            sys.exit(130)
+        if isinstance(exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C (and Terminated) into Abort
+            interrupt_exit(exc.__context__)
         click.echo("caffessd: aborted", err=True)
         sys.exit(1)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -97,7 +138,6 @@ def main(argv=None):
     except CaffessdError as exc:
         click.echo(f"caffessd: error: {one_line(str(exc))}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("caffessd: interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        interrupt_exit(exc)
     sys.exit(0)

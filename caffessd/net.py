@@ -18,7 +18,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from caffessd import caffe_pb2, protoio
-from caffessd.errors import FormatError
+from caffessd.errors import FormatError, UnsupportedLayerError
 from caffessd.validate import LayerRuleError, check_layer, check_outputs
 from caffessd.validate.memory import MemoryBudget, MemoryEstimate, values
 from caffessd.layers import (
@@ -197,8 +197,10 @@ class Net:
                 check_layer(layer, inputs)  # Caffe's LayerSetUp/Reshape rules
                 outputs = output_shapes(layer, inputs)
                 params = param_shapes(layer, inputs)
-            except (ValueError, IndexError, ZeroDivisionError) as exc:
+            except (ValueError, IndexError, ZeroDivisionError, OverflowError) as exc:
                 raise FormatError(self.source, f"{where}: {exc}") from None
+            except UnsupportedLayerError as exc:
+                raise exc.in_file(self.source) from None
             empty = next((s for s in outputs if any(d == 0 or d < -1 for d in s)), None)
             if empty is not None:  # -1 is DetectionOutput's data-dependent row count
                 raise FormatError(self.source, f"{where} gives an empty output "

@@ -34,6 +34,8 @@ def parse_notes(text: str, path: Union[str, Path, None] = None) -> dict:
             value = json.loads(line[len(PREFIX):])
         except json.JSONDecodeError as exc:
             raise FormatError(path, f"caffessd note is not valid JSON ({exc.msg})", line=number) from None
+        except RecursionError:
+            raise FormatError(path, "caffessd note is JSON nested too deeply to read", line=number) from None
         if not isinstance(value, dict):
             raise FormatError(path, "caffessd note must be a JSON object", line=number)
         notes.update(value)

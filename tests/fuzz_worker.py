@@ -2,7 +2,8 @@
 in-process (one interpreter, so hundreds of runs stay fast) under the
 address-space limit its parent set, and prints one JSON result per run.
 
-Usage: python tests/fuzz_worker.py < runs.json   ([{"argv": [...], "out": DIR}, ...])
+Usage: python tests/fuzz_worker.py < runs.json   ([{"argv": [...], "out": DIR, "watch": [DIR, ...]}, ...])
+"watch" (optional): folders in which, apart from OUT, no file may appear, change or vanish.
 """
 import io
 import json
@@ -28,12 +29,33 @@ def run_one(argv):
     return code, err.getvalue()
 
 
+def files(folder):
+    """{path: (size, mtime)} of every file under `folder` (links not followed)."""
+    found = {}
+    for path in Path(folder).rglob("*"):
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not path.is_dir() or path.is_symlink():
+            found[str(path)] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
 def main():
     for run in json.load(sys.stdin):
+        # "watch": folders (inputs, the work area) where nothing may appear, change or vanish.
+        watched = [files(folder) for folder in run.get("watch", [])]
         code, err = run_one(run["argv"])
         out = Path(run["out"])
         left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) if out.exists() else []
-        print(json.dumps({"argv": run["argv"], "code": code, "stderr": err, "left": left}), flush=True)
+        changed = []
+        for folder, before in zip(run.get("watch", []), watched):
+            after = files(folder)
+            changed += sorted(path for path in set(before) | set(after)
+                              if before.get(path) != after.get(path) and not path.startswith(run["out"]))
+        print(json.dumps({"argv": run["argv"], "code": code, "stderr": err, "left": left, "changed": changed}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from caffessd.cli import COMMANDS
 from conftest import FACE_CAFFEMODEL, FACE_PHOTOS, FACE_PROTOTXT, ROOT
 
 CORE_COMMANDS = ["gen-model", "merge-bn", "detect", "export-onnx", "inspect", "make-lmdb", "inspect-lmdb", "eval",
-                 "quantize"]
+                 "quantize", "fit-priors", "lint-dataset"]
 
 
 def test_version(run_cli):
@@ -42,14 +42,20 @@ CORE_RUNS = {
     "eval": ["eval", "--dataset", "{tmp}/facevoc", "--format", "voc", "--split", "test", "--out", "{tmp}/report"],
     "quantize": ["quantize", "{tmp}/face.onnx", "--calibrate", FACE_PHOTOS[0].parent, "--images", "1",
                  "-o", "{tmp}/face-int8.onnx"],
+    "fit-priors": ["fit-priors", "{tmp}/gen/train.prototxt", "--dataset", "{tmp}/voc", "-f", "voc", "-s", "trainval",
+                   "--suggest", "--out", "{tmp}/fit", "--no-plots"],
+    "lint-dataset": ["lint-dataset", "{tmp}/voc", "-f", "voc", "-s", "test"],
 }
 
 
 def _prepare_dataset(name, tmp_path):
     """make-lmdb needs a dataset, inspect-lmdb an LMDB: small ones, written here."""
-    if name in ("make-lmdb", "inspect-lmdb"):
+    if name in ("make-lmdb", "inspect-lmdb", "fit-priors", "lint-dataset"):
         from dataset_builders import make_voc
         make_voc(tmp_path / "voc")
+    if name == "fit-priors":
+        from caffessd.generators import SSDConfig, generate
+        generate(SSDConfig(input_width=64, input_height=64, num_classes=21, width=0.25), tmp_path / "gen", ["train"])
     if name == "eval":
         from eval_builders import make_face_voc
         make_face_voc(tmp_path / "facevoc")

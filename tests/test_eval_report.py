@@ -33,6 +33,7 @@ def test_without_matplotlib_the_report_says_how_to_get_plots(tmp_path, monkeypat
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_text("{}")  # an earlier report: its folder may be replaced
     (tmp_path / "r" / "stale.png").write_text("old")
     report = write_report(results(), tmp_path / "r")
     assert report["plots"] == [] and report["plots_note"] == PLOTS_HINT

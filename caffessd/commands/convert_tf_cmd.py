@@ -11,7 +11,8 @@ import click
 from caffessd.commands.options import parse_size
 from caffessd.errors import CaffessdError
 from caffessd.util.files import check_writable
-from caffessd.tfconvert.convert import convert_tf
+from caffessd.util.outputs import check_outputs
+from caffessd.tfconvert.convert import DEPLOY_NAME, LABELMAP_NAME, WEIGHTS_NAME, convert_tf
 from caffessd.tfconvert.keras_backbone import convert_keras
 
 
@@ -51,6 +52,7 @@ def command(ckpt, out_dir, pipeline, input_size, merge_bn, plain_caffe, use_ema,
     # (height, width), the order caffessd.tfconvert works in
     size = parse_size(input_size, "--input")[::-1] if input_size else None
     check_writable(out_dir, folder=True)  # before TensorFlow loads anything
+    _refuse_overwriting_inputs(out_dir, ckpt, pipeline, class_map, keras_file)
     if keras_file:
         if ckpt:
             raise CaffessdError("give a checkpoint or --keras, not both")
@@ -87,6 +89,16 @@ def command(ckpt, out_dir, pipeline, input_size, merge_bn, plain_caffe, use_ema,
     for path in (result.prototxt, result.caffemodel, result.labelmap):
         if path is not None:
             click.echo(f"wrote {path}")
+
+
+def _refuse_overwriting_inputs(out_dir, ckpt, pipeline, class_map, keras_file) -> None:
+    """deploy.prototxt, deploy.caffemodel and labelmap.prototxt in OUT must not be
+    a file being read (caffessd.util.outputs)."""
+    from pathlib import Path
+
+    written = [("-o", Path(out_dir) / name) for name in (DEPLOY_NAME, WEIGHTS_NAME, LABELMAP_NAME)]
+    check_outputs(written, [("checkpoint", ckpt), ("pipeline", pipeline), ("class map", class_map),
+                            ("Keras file", keras_file)])
 
 
 def _convert_keras(keras_file, out_dir, size, head, num_classes, merge_bn, bgr):

@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from caffessd.commands.options import engine_options, max_memory_option
-from caffessd.errors import CaffessdError, FormatError
+from caffessd.errors import CaffessdError, FormatError, Terminated
 from caffessd.image.preprocess import load_image, parse_mean
 from caffessd.protoio import labelmap_names
 from caffessd.util.files import atomic_write, check_writable
 from caffessd.netprep import net_preprocessing
-from caffessd.util.outputs import refuse_overwriting
+from caffessd.util.outputs import check_outputs
 
 
 @click.command("detect")
@@ -73,8 +73,12 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
 
     if bool(prototxt) != bool(weights):
         raise click.UsageError("--model and --weights go together (give neither for the embedded face detector)")
-    inputs = expand_inputs(images) if images else [(IMAGE, sample_image())]
+    missing = []  # names that match nothing: reported with the failures, the other inputs still run
+    inputs = expand_inputs(images, missing=missing) if images else [(IMAGE, sample_image())]
     if not inputs:
+        if missing:
+            more = f" (and {len(missing) - 1} more name(s) that match nothing)" if len(missing) > 1 else ""
+            raise FormatError(missing[0].path, missing[0].message + more)
         raise CaffessdError("no images or videos found in " + ", ".join(images))
     paths = [item for kind, item in inputs if kind == IMAGE]
     videos = [(number, item) for number, (kind, item) in enumerate(inputs) if kind != IMAGE]
@@ -87,7 +91,8 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
     default_json = "detections.jsonl" if videos else "detections.json"
     json_target = Path(json_path) if json_path else Path(out_dir) / default_json
     check_writable(json_target)
-    _refuse_overwriting_inputs(inputs, out_dir, json_target, video_options)
+    _refuse_overwriting_inputs(inputs, out_dir, json_target, video_options,
+                               _model_inputs(prototxt, weights, onnx_path, labels))
     detector = Detector(prototxt, weights, onnx_path=onnx_path, engine=engine, device=device, precision=precision,
                         labels=labelmap_names(labels) if labels else None,
                         preprocessing=_preprocessing(prototxt, mean, scale, rgb),
@@ -99,10 +104,10 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
         _say_when_preprocessing_is_assumed(prototxt)
     if detector.converted and detector.onnx_path:
         click.echo(f"converted the Caffe model to {detector.onnx_path} (cached for later runs)", err=True)
-    results, failures = [], []
+    results, failures = [], [str(error) for error in missing]
     out_dir = Path(out_dir)
     load = functools.partial(load_image, max_pixels=max_pixels)
-    interrupted = False
+    interrupted = None
     json_lines = _json_lines(json_target) if videos else None
     try:
         if paths:
@@ -110,8 +115,8 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
                                    hidden=len(paths) < 2) as bar:
                 _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, results, failures,
                             numbering=[n for n, (kind, _) in enumerate(inputs) if kind == IMAGE], total=len(inputs))
-    except KeyboardInterrupt:  # Ctrl-C: keep what is finished (JSON below), then exit 130
-        interrupted = True
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what is finished (JSON below), then exit 130/143
+        interrupted = exc
     for result in results:
         _print_result(result)
     if results:
@@ -122,14 +127,14 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
             atomic_write(json_target, json.dumps(results, indent=2) + "\n")
         click.echo(f"wrote {len(results)} annotated image(s) to {out_dir}/ and {json_target}", err=True)
     status = None
-    if videos and not interrupted:
+    if videos and interrupted is None:
         status = _detect_videos(detector, videos, len(inputs), out_dir, json_lines, video_options, failures)
     if json_lines is not None:
         json_lines.close()
     for failure in failures:
         click.echo(f"caffessd: error: {failure}", err=True)
-    if interrupted:
-        _report_interrupt(len(results), len(paths), json_target if results else None)
+    if interrupted is not None:
+        _report_interrupt(len(results), len(paths), json_target if results else None, interrupted)
     if status is not None:
         raise SystemExit(status)
     if failures:
@@ -210,10 +215,11 @@ def _annotated_path(out_dir, index: int, path, total: int) -> Path:
     return Path(out_dir) / (f"{stem}.jpg" if total == 1 else f"{index:04d}_{stem}.jpg")
 
 
-def _refuse_overwriting_inputs(inputs, out_dir, json_target, video_job) -> None:
+def _refuse_overwriting_inputs(inputs, out_dir, json_target, video_job, models) -> None:
     """`detect photo.jpg --out .` would replace the photo by its annotated copy
     (named as the detect loop names it: STEM.jpg, or NNNN_STEM.jpg for several),
-    `detect clip.mp4 --out .` the video by its annotated one."""
+    `detect clip.mp4 --out .` the video by its annotated one, `--json
+    W.caffemodel` the model (caffessd.util.outputs)."""
     from caffessd.video.inputs import IMAGE
     from caffessd.video.run import video_target
 
@@ -224,14 +230,26 @@ def _refuse_overwriting_inputs(inputs, out_dir, json_target, video_job) -> None:
             outputs.append(("the annotated image", _annotated_path(out_dir, number, item, total)))
         elif video_job is not None and video_job.write_video:
             outputs.append(("the annotated video", video_target(out_dir, number, item, total)))
-    refuse_overwriting(outputs, [("image" if kind == IMAGE else "video", item) for kind, item in inputs
-                                 if kind == IMAGE or os.path.isfile(str(item))])
+    check_outputs(outputs, [("image" if kind == IMAGE else "video", item) for kind, item in inputs
+                            if kind == IMAGE or os.path.isfile(str(item))] + list(models))
 
 
-def _report_interrupt(done: int, total: int, json_target) -> None:
+def _model_inputs(prototxt, weights, onnx_path, labels) -> list:
+    """(label, path) of the model files a run reads (the embedded model's when none is given)."""
+    if not (prototxt or onnx_path):
+        from caffessd.inference.detector import default_model
+
+        spec = default_model()
+        prototxt, weights = spec.prototxt, spec.caffemodel
+    return [("prototxt", prototxt), ("caffemodel", weights), ("model", onnx_path), ("labelmap", labels)]
+
+
+def _report_interrupt(done: int, total: int, json_target, signal) -> None:
     kept = f"; their detections are in {json_target}" if json_target else ""
-    click.echo(f"caffessd: interrupted after {done} of {total} image(s){kept}", err=True)
-    raise SystemExit(130)
+    what, status = ("terminated", 128 + Terminated.signal_number) if isinstance(signal, Terminated) \
+        else ("interrupted", 130)
+    click.echo(f"caffessd: {what} after {done} of {total} image(s){kept}", err=True)
+    raise SystemExit(status)
 
 
 def _preprocessing(prototxt, mean, scale, rgb):

@@ -7,7 +7,8 @@ from caffessd.commands.export_options import export_metadata, input_shape_for_si
 from caffessd.commands.options import max_memory_option, optional_floats, parse_size
 from caffessd.net import Net
 from caffessd.util.files import check_writable
-from caffessd.util.outputs import refuse_overwriting
+from caffessd.util.lmdb_check import looks_like_lmdb
+from caffessd.util.outputs import Input, check_outputs
 
 
 @click.command("export-openvino")
@@ -40,9 +41,9 @@ def command(prototxt, caffemodel, output, raw, input_size, mean, scale, swap_rb,
         raise click.BadParameter(f"'{output}': an OpenVINO IR is NAME.xml (its weights go to NAME.bin)",
                                  param_hint="-o")
     weights_file = output[:-4] + ".bin"
-    refuse_overwriting([("-o", output), ("the IR weights", weights_file)],
-                       [("prototxt", prototxt), ("caffemodel", caffemodel), ("labelmap", labels),
-                        ("--calibrate", calibrate)])
+    check_outputs([("-o", output), ("the IR weights", weights_file)],
+                  [Input("prototxt", prototxt), Input("caffemodel", caffemodel), Input("labelmap", labels),
+                   Input("--calibrate", calibrate, sealed=bool(calibrate) and looks_like_lmdb(calibrate))])
     check_writable(output)
     check_writable(weights_file)
     shape = input_shape_for_size(Net.load(prototxt), prototxt, input_size)

@@ -15,7 +15,9 @@ from caffessd.errors import CaffessdError
 from caffessd.generators import SSDConfig, build_net, classes_from_labelmap, generate
 from caffessd.generators.config import STAGES
 from caffessd.generators.init_weights import learnable_layer_count
+from caffessd.generators.build import NET_FILES, SOLVER_FILES
 from caffessd.util.files import check_writable
+from caffessd.util.outputs import check_outputs
 
 
 def parse_max_sizes(text: str) -> List[Optional[float]]:
@@ -72,7 +74,12 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--conf-loss", metavar="softmax|logistic", help="class loss [default: softmax for mnv1 and --from-scratch, logistic for mnv2]")
 @click.option("--conf-threshold", type=float, help="deploy confidence threshold [default: 0.25, ssdlite 0.35]")
 @click.option("--nms-threshold", type=float, default=0.45, show_default=True,
-              help="DetectionOutput NMS overlap threshold (test and deploy nets)")
+              help="DetectionOutput NMS overlap threshold of the test and deploy nets (each can be "
+                   "overridden by the two options below)")
+@click.option("--test-nms-threshold", type=float, help="NMS threshold of the test net only [--nms-threshold]")
+@click.option("--deploy-nms-threshold", type=float,
+              help="NMS threshold of the deploy net only [--nms-threshold] (published COCO nets: test 0.45, "
+                   "deploy 0.6: --deploy-nms-threshold 0.6)")
 @click.option("--top-k", type=int, help="boxes per class kept before NMS, test and deploy nets, -1 all "
                                         "[default: test 400, deploy 100]")
 @click.option("--keep-top-k", type=int, help="boxes per image kept after NMS, test and deploy nets, -1 all "
@@ -88,8 +95,9 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--seed", default=0, show_default=True, type=int, help="random seed of --init-weights")
 def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, input_size, classes, labelmap,
             feature_layers, min_scale, max_scale, min_sizes, max_sizes, aspect_ratios, tf_lowest_anchors, clip,
-            explicit_steps, mean, scale, stage, lr, batch_size, iter_size, max_iter, snapshot, from_scratch, lmdb_train,
-            lmdb_test, conf_loss, conf_threshold, nms_threshold, top_k, keep_top_k, relu6, tf_pad, bn, dw_engine, head_kernel, new_conf_layers,
+            explicit_steps, mean, scale, stage, lr, batch_size, iter_size, max_iter, snapshot, from_scratch,
+            lmdb_train, lmdb_test, conf_loss, conf_threshold, nms_threshold, test_nms_threshold,
+            deploy_nms_threshold, top_k, keep_top_k, relu6, tf_pad, bn, dw_engine, head_kernel, new_conf_layers,
             pretrained_lr_mult, init_weights, seed):
     """Write train/test/deploy nets and solvers of a MobileNet-SSD, MobileNetV2-SSD or SSDLite detector.
 
@@ -119,9 +127,11 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
         conf_loss=conf_loss, conf_threshold=conf_threshold, relu6=relu6, tf_pad=tf_pad, bn=bn,
         dw_engine=dw_engine, head_kernel=head_kernel, new_conf_layers=new_conf_layers,
         pretrained_lr_mult=pretrained_lr_mult, nms_threshold=nms_threshold,
+        test_nms_threshold=test_nms_threshold, deploy_nms_threshold=deploy_nms_threshold,
         **_detection_counts(top_k, keep_top_k),
     )
     check_writable(out_dir, folder=True)
+    _refuse_overwriting_labelmap(out_dir, stages, init_weights, labelmap)
     if init_weights:
         check_writable(init_weights)
         total = learnable_layer_count(build_net(config, "deploy"))
@@ -135,6 +145,15 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
         written = generate(config, out_dir, stages)
     for path in written:
         click.echo(str(path))
+
+
+def _refuse_overwriting_labelmap(out_dir, stages, init_weights, labelmap) -> None:
+    """The one input gen-model reads must not be among the files it writes (caffessd.util.outputs)."""
+    from pathlib import Path
+
+    written = [Path(out_dir) / NET_FILES[stage] for stage in stages]
+    written += [Path(out_dir) / SOLVER_FILES[kind] for kind in ("train", "test") if kind in stages]
+    check_outputs([("-o", path) for path in written] + [("--init-weights", init_weights)], [("labelmap", labelmap)])
 
 
 def _detection_counts(top_k: Optional[int], keep_top_k: Optional[int]) -> dict:

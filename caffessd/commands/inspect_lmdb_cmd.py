@@ -8,6 +8,7 @@ from caffessd.datasets.lmdb_reader import LmdbDataset
 from caffessd.datasets.lmdb_stats import lmdb_statistics, show_entries
 from caffessd.protoio import read_labelmap
 from caffessd.util.files import check_writable
+from caffessd.util.outputs import Input, check_outputs
 
 
 @click.command("inspect-lmdb")
@@ -29,6 +30,7 @@ def command(lmdb_path, labelmap, show, show_dir):
     folder = Path(show_dir) if show_dir else path.with_name(path.name + "_show")
     if show:
         check_writable(folder, folder=True)
+        check_outputs([("--show-dir", folder)], [Input("LMDB", path, sealed=True), Input("labelmap", labelmap)])
     dataset = LmdbDataset(path, labelmap=labelmap)
     stats = lmdb_statistics(dataset)
     if display:  # report classes by display name

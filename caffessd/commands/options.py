@@ -68,3 +68,21 @@ def engine_options(command):
     ]):
         command = option(command)
     return command
+
+
+DATASET_SPLIT_HELP = ("voc: trainval|test|...; coco: val2017|train2017|...; wider: train|val; kitti: training or "
+                      "ImageSets/<split>.txt; yolo: a data.yaml split (train|val|test) or images/<split>/; "
+                      "openimages: validation|train|test; cvat: an image subset; labelme: a subfolder")
+
+
+def layout_options(command):
+    """`--images DIR` and `--annotations PATH`: where a format's images and
+    annotations are when they are not where its layout puts them."""
+    import click
+
+    command = click.option(
+        "--annotations", type=click.Path(exists=True),
+        help="the annotations when not where the format keeps them: coco instances JSON, openimages boxes CSV, "
+             "cvat XML, wider bbx_gt file; voc Annotations, kitti label_2, yolo labels or labelme JSON folder")(command)
+    return click.option("--images", type=click.Path(exists=True, file_okay=False),
+                        help="the folder of the images when not where the format keeps them")(command)

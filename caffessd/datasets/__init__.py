@@ -1,5 +1,6 @@
-"""Datasets: readers for VOC, COCO, WIDER FACE, KITTI, Caffe's list files and
-the LMDBs make-lmdb writes, all yielding `ImageRecord`s
+"""Datasets: readers for VOC, COCO, WIDER FACE, KITTI, Caffe's list files,
+YOLO txt, Open Images CSV, CVAT for images XML, LabelMe JSON and the LMDBs
+make-lmdb writes, all yielding `ImageRecord`s
 (caffessd.datasets.records), and the LMDB writer itself.
 
     from caffessd.datasets import open_dataset, make_lmdb, LmdbDataset
@@ -16,6 +17,8 @@ _LAZY = {
     "VocDataset": "caffessd.datasets.voc", "CocoDataset": "caffessd.datasets.coco",
     "WiderFaceDataset": "caffessd.datasets.wider", "KittiDataset": "caffessd.datasets.kitti",
     "ListDataset": "caffessd.datasets.listfile", "LmdbDataset": "caffessd.datasets.lmdb_reader",
+    "YoloDataset": "caffessd.datasets.yolo", "OpenImagesDataset": "caffessd.datasets.openimages",
+    "CvatDataset": "caffessd.datasets.cvat", "LabelMeDataset": "caffessd.datasets.labelme",
     "make_lmdb": "caffessd.datasets.lmdb_writer", "ConvertOptions": "caffessd.datasets.lmdb_writer",
     "resolve_labelmap": "caffessd.datasets.labelmap", "lmdb_statistics": "caffessd.datasets.lmdb_stats",
 }

@@ -6,6 +6,7 @@ bad one (--skip-bad) without losing the rest of the dataset, while plain
 iteration stays a stream of records."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import FormatError
+from caffessd.util.dataset_paths import inside_root
 from caffessd.util.files import read_bytes
 from caffessd.datasets.images import decode_image
 
@@ -24,6 +26,7 @@ class FileDataset:
     root: Path
     classes: Sequence[str] = ()
     _entries: Sequence[Any] = ()
+    allow_outside: bool = False   # --allow-outside-root: entries may name files outside `root`
 
     def entries(self) -> Sequence[Any]:
         """One opaque, cheap item per image, in the dataset's order."""
@@ -31,6 +34,23 @@ class FileDataset:
 
     def record(self, entry: Any) -> ImageRecord:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def files(self, entry: Any) -> Sequence[Path]:
+        """The files an entry reads (annotation, image), as named, without
+        touching the disk: what make-lmdb checks its outputs against."""
+        return ()
+
+    def dataset_files(self) -> Sequence[Path]:
+        """Files read for every entry alike (a list file, a COCO JSON)."""
+        return ()
+
+    def contained(self, path: Path, entry: str, source: Path, line: Optional[int] = None,
+                  root: Optional[Path] = None, what: str = "entry") -> Path:
+        """`path`, named by `entry` of the dataset file `source`, when it lies
+        inside the dataset folder (`root`, default the reader's root); see
+        caffessd.util.dataset_paths."""
+        return inside_root(path, root if root is not None else self.root, source=source, entry=entry, line=line,
+                           allow_outside=self.allow_outside, what=what)
 
     def entry_name(self, entry: Any) -> str:
         """The image field of an entry (for messages before it is parsed)."""
@@ -80,3 +100,23 @@ def parse_number(text: str, path: Path, line: Optional[int], what: str) -> float
     if not np.isfinite(value):
         raise FormatError(path, f"{what}: expected a finite number, got {text!r}", line)
     return value
+
+
+def load_json(path: Path, data: Optional[str] = None):
+    """json.loads with its errors (and a nesting deep enough to exhaust the
+    parser's recursion) as one FormatError line naming the file."""
+    try:
+        return json.loads(read_text(path) if data is None else data)
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, f"malformed JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except RecursionError:
+        raise FormatError(path, "JSON nested too deeply to be an annotation file") from None
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(folder: Path) -> list:
+    """Image files under `folder` (recursively), sorted by their relative path."""
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())

@@ -10,7 +10,6 @@ written labelmap keeps the 91-id layout (with "N/A" gaps) that the published
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Mapping
@@ -18,13 +17,11 @@ from typing import Dict, Mapping
 from caffessd.datasets.base import FileDataset, parse_number, read_text, require_file
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.errors import FormatError
+from caffessd.util.jsonfile import parse_json
 
 
 def load_coco_json(path: Path) -> dict:
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise FormatError(path, f"malformed JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    data = parse_json(read_text(path), path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise FormatError(path, "not a COCO instances file: no \"images\" list")
     for key in ("annotations", "categories"):
@@ -44,6 +41,8 @@ class CocoDataset(FileDataset):
         self.annotation_file = Path(annotations) if annotations else self.root / "annotations" / f"instances_{split}.json"
         require_file(self.annotation_file, "COCO instances JSON")
         data = load_coco_json(self.annotation_file)
+        # Entries must stay inside the dataset root, or inside the images folder when one is given.
+        self.images_root = Path(images) if images is not None else self.root
         if images is not None:
             self.image_dir = Path(images)
         else:
@@ -53,13 +52,13 @@ class CocoDataset(FileDataset):
         for index, category in enumerate(data.get("categories", [])):
             try:
                 self.categories[int(category["id"])] = str(category["name"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise FormatError(self.annotation_file, f"categories[{index}] needs an integer \"id\" and a \"name\"") from None
         self.classes = tuple(self.categories[i] for i in sorted(self.categories))
         self._by_image = defaultdict(list)
         for index, annotation in enumerate(data.get("annotations", [])):
-            if not isinstance(annotation, dict) or "image_id" not in annotation:
-                raise FormatError(self.annotation_file, f"annotations[{index}] has no \"image_id\"")
+            if not isinstance(annotation, dict) or not _is_id(annotation.get("image_id")):
+                raise FormatError(self.annotation_file, f"annotations[{index}] has no \"image_id\" (a number or text)")
             self._by_image[annotation["image_id"]].append((index, annotation))
         self._entries = data["images"]
 
@@ -75,15 +74,26 @@ class CocoDataset(FileDataset):
         except ValueError:
             return ""
 
+    def files(self, entry) -> tuple:
+        name = entry.get("file_name") if isinstance(entry, dict) else None
+        return (self.image_dir / name,) if isinstance(name, str) else ()
+
+    def dataset_files(self) -> tuple:
+        return (self.annotation_file,)
+
     def record(self, entry) -> ImageRecord:
         where = self.annotation_file
         try:
-            image_id, file_name = entry["id"], str(entry["file_name"])
+            image_id, file_name = entry["id"], entry["file_name"]
             width, height = int(entry["width"]), int(entry["height"])
-        except (KeyError, TypeError, ValueError):
+            if not _is_id(image_id) or not isinstance(file_name, str) or not file_name:
+                raise TypeError
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise FormatError(where, f"image entry {str(entry)[:80]} needs id, file_name, width, height") from None
+        path = self.contained(self.image_dir / file_name, file_name, where, root=self.images_root,
+                              what="file_name")
         objects = tuple(self._coco_object(index, ann) for index, ann in self._by_image.get(image_id, ()))
-        return ImageRecord(name=self._prefix() + file_name, path=self.image_dir / file_name, width=width,
+        return ImageRecord(name=self._prefix() + file_name, path=path, width=width,
                            height=height, objects=objects, annotation=where, image_id=image_id)
 
     def _coco_object(self, index: int, ann: dict) -> BoxObject:
@@ -93,11 +103,17 @@ class CocoDataset(FileDataset):
             raise FormatError(where, f"annotations[{index}] (id {ann.get('id')}): \"bbox\" must be [x, y, w, h]")
         x, y, w, h = (parse_number(v, where, None, f"annotations[{index}] bbox") for v in bbox)
         category_id = ann.get("category_id")
-        if category_id not in self.categories:
+        if not _is_id(category_id) or category_id not in self.categories:
             raise FormatError(where, f"annotations[{index}] (id {ann.get('id')}): category_id {category_id!r} is not in \"categories\"")
         crowd = bool(ann.get("iscrowd", 0))
         return BoxObject(label=self.categories[category_id], box=(x, y, x + w, y + h), difficult=crowd, ignore=crowd,
                          attributes={"category_id": category_id, "area": ann.get("area"), "id": ann.get("id")})
+
+
+def _is_id(value) -> bool:
+    """COCO ids are numbers (or, in some exports, text); anything else (a list,
+    an object, null) is a malformed file, not a key to look up."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
 
 def coco91_labelmap_items(categories: Mapping[int, str]) -> list:

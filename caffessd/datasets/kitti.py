@@ -35,19 +35,28 @@ def parse_kitti_labels(path: Path) -> list:
 
 
 class KittiDataset(FileDataset):
-    """`KittiDataset(root, split="training")`."""
+    """`KittiDataset(root, split="training", images=None, annotations=None)`;
+    `images` / `annotations` replace <split folder>/image_2 and label_2."""
 
     classes = KITTI_CLASSES
 
-    def __init__(self, root, split: str = "training"):
+    def __init__(self, root, split: str = "training", images=None, annotations=None):
         self.root = Path(root)
         self.split = split
         folder = "testing" if split == "testing" else "training"
-        self.label_dir = require_dir(self.root / folder / "label_2", "KITTI labels")
-        self.image_dir = self.root / folder / "image_2"
+        self.label_dir = require_dir(Path(annotations) if annotations else self.root / folder / "label_2",
+                                     "KITTI labels")
+        self.image_dir = Path(images) if images else self.root / folder / "image_2"
+        # Folders the user named: entries must stay inside them rather than the root.
+        self._roots = (Path(annotations) if annotations else None, Path(images) if images else None)
         split_file = self.root / "ImageSets" / f"{split}.txt"
+        self._lines = {}   # id -> (split file, line), for messages about an entry
         if split_file.is_file():
-            self._entries = [line.split()[0] for line in read_text(split_file).splitlines() if line.strip()]
+            self._entries = []
+            for number, line in enumerate(read_text(split_file).splitlines(), start=1):
+                if line.strip():
+                    self._entries.append(line.split()[0])
+                    self._lines[self._entries[-1]] = (split_file, number)
         elif split in ("training", "testing"):
             self._entries = sorted(p.stem for p in self.label_dir.glob("*.txt"))
         else:
@@ -61,12 +70,24 @@ class KittiDataset(FileDataset):
         return self.image_dir / f"{image_id}.png"
 
     def entry_name(self, entry) -> str:
-        return self._image_path(entry).relative_to(self.root).as_posix()
+        return _relative(self._image_path(entry), self.root)
+
+    def files(self, entry):
+        return self.label_dir / f"{entry}.txt", self._image_path(entry)
 
     def record(self, entry) -> ImageRecord:
-        annotation = self.label_dir / f"{entry}.txt"
+        source, line = self._lines.get(entry, (self.label_dir, None))
+        annotation, path = (self.contained(p, entry, source, line, root=root)
+                            for p, root in zip(self.files(entry), self._roots))
         objects = parse_kitti_labels(annotation)
-        path = self._image_path(entry)
         width, height = image_size(path)
-        return ImageRecord(name=path.relative_to(self.root).as_posix(), path=path, width=width, height=height,
+        return ImageRecord(name=_relative(path, self.root), path=path, width=width, height=height,
                            objects=tuple(objects), annotation=annotation, image_id=entry)
+
+
+def _relative(path: Path, root: Path) -> str:
+    """The list-file name of an image (relative to the root; as given when outside it)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

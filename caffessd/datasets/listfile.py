@@ -10,7 +10,6 @@ follows the annotation's extension unless `label_type` says.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -19,30 +18,41 @@ from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.voc import VOC_CLASSES, parse_voc_xml
 from caffessd.errors import FormatError
 from caffessd.datasets.images import image_size
+from caffessd.util.jsonfile import parse_json
 
 LABEL_TYPES = ("xml", "json", "txt")
 
 
 def parse_caffe_json(path: Path):
     """(width, height, objects) of one of the SSD fork's per-image JSON annotations."""
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise FormatError(path, f"malformed JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    data = parse_json(read_text(path), path)
     if not isinstance(data, dict):
         raise FormatError(path, "expected a JSON object with \"image\" and \"annotation\"")
     image = data.get("image") or {}
-    width, height = image.get("width"), image.get("height")
+    annotations = data.get("annotation") or []
+    if not isinstance(image, dict) or not isinstance(annotations, list):
+        raise FormatError(path, "\"image\" must be an object and \"annotation\" a list")
+    width, height = (_size(image.get(key), key, path) for key in ("width", "height"))
     objects = []
-    for index, ann in enumerate(data.get("annotation") or []):
+    for index, ann in enumerate(annotations):
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
-        if not isinstance(bbox, list) or len(bbox) != 4 or "category_id" not in ann:
+        if not isinstance(bbox, list) or len(bbox) != 4 or not isinstance(ann.get("category_id"), (int, str)):
             raise FormatError(path, f"annotation[{index}] needs \"category_id\" and \"bbox\": [x, y, w, h]")
         x, y, w, h = (parse_number(v, path, None, f"annotation[{index}] bbox") for v in bbox)
         crowd = bool(ann.get("iscrowd", 0))
         objects.append(BoxObject(label=str(ann["category_id"]), box=(x, y, x + w, y + h), difficult=crowd,
                                  ignore=crowd, attributes={"category_id": ann["category_id"]}))
-    return (int(width) if width else None), (int(height) if height else None), objects
+    return width, height, objects
+
+
+def _size(value, key: str, path: Path):
+    """A positive whole number of pixels, or None when the file does not say."""
+    if value in (None, 0, ""):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or not 0 < value < 2 ** 31 \
+            or value != int(value):
+        raise FormatError(path, f"\"image\" {key} must be a positive whole number, got {str(value)[:40]!r}")
+    return int(value)
 
 
 def parse_caffe_txt(path: Path, names: Optional[Mapping[int, str]] = None):
@@ -123,9 +133,16 @@ class ListDataset(FileDataset):
     def entry_name(self, entry) -> str:
         return entry[0]
 
+    def files(self, entry):
+        return self.root / entry[1], self.root / entry[0]
+
+    def dataset_files(self):
+        return (self.list_file,)
+
     def record(self, entry, read_size: bool = True) -> ImageRecord:
         image, annotation, number = entry
-        anno_path = self.root / annotation
+        anno_path = self.contained(self.root / annotation, annotation, self.list_file, number)
+        path = self.contained(self.root / image, image, self.list_file, number)
         if not anno_path.is_file():
             raise FormatError(self.list_file, f"annotation '{anno_path}' does not exist", number)
         kind = self._type_of(annotation)
@@ -136,7 +153,6 @@ class ListDataset(FileDataset):
             width, height, objects = parse_caffe_json(anno_path)
         else:
             objects = parse_caffe_txt(anno_path, self.names)
-        path = self.root / image
         if read_size and (width is None or height is None):
             width, height = image_size(path)
         return ImageRecord(name=image, path=path, width=width or 0, height=height or 0, objects=tuple(objects),

@@ -7,6 +7,7 @@ key without its `%08d_` prefix, `image_id` the full key, and `path` is
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping, NamedTuple, Optional
 
@@ -17,6 +18,7 @@ from caffessd.datasets.annotated import datum_pixels, record_from_datum
 from caffessd.datasets.records import ImageRecord
 from caffessd.errors import FormatError
 from caffessd.protoio import read_labelmap
+from caffessd.util.lmdb_check import open_checked
 
 _KEY_PREFIX = re.compile(r"^\d{8}_")
 
@@ -27,18 +29,31 @@ class LmdbEntry(NamedTuple):
     datum: caffe_pb2.AnnotatedDatum
 
     def image(self) -> np.ndarray:
-        return datum_pixels(self.datum.datum, self.key)
+        """The stored image; a FormatError names the database and the entry's key."""
+        try:
+            return datum_pixels(self.datum.datum, self.key)
+        except FormatError as exc:
+            raise FormatError(self.record.annotation, f"entry {self.key!r}: {exc.message}") from None
 
 
 def open_environment(path: Path):
-    import lmdb
-
+    """The LMDB at `path`, read-only, after caffessd.util.lmdb_check walked it
+    (a truncated or corrupt data.mdb is a FormatError, not a SIGBUS)."""
     if not (path / "data.mdb").is_file():
         raise FormatError(path, "not an LMDB folder (no data.mdb)")
+    return open_checked(path, subdir=True)
+
+
+@contextmanager
+def lmdb_errors(path: Path, key: Optional[str] = None):
+    """An lmdb.Error while reading (LMDB's own corruption checks) as a FormatError."""
+    import lmdb
+
     try:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=16)
+        yield
     except lmdb.Error as exc:
-        raise FormatError(path, f"cannot open LMDB: {exc}") from None
+        where = f"entry {key!r}: " if key else ""
+        raise FormatError(path, f"corrupt LMDB: {where}{exc}") from None
 
 
 class LmdbDataset:
@@ -69,7 +84,7 @@ class LmdbDataset:
         return LmdbEntry(text, record_from_datum(datum, name, self.names, self.path, text), datum)
 
     def entries(self) -> Iterator[LmdbEntry]:
-        with self.env.begin(buffers=False) as txn:
+        with lmdb_errors(self.path), self.env.begin(buffers=False) as txn:
             for key, value in txn.cursor():
                 yield self.parse(key, value)
 
@@ -78,7 +93,7 @@ class LmdbDataset:
             yield entry.record
 
     def get(self, key: str) -> Optional[LmdbEntry]:
-        with self.env.begin() as txn:
+        with lmdb_errors(self.path, key), self.env.begin() as txn:
             value = txn.get(key.encode("utf-8"))
         return None if value is None else self.parse(key.encode("utf-8"), value)
 

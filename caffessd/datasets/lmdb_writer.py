@@ -27,6 +27,7 @@ from caffessd.datasets.records import ImageRecord
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.image.preprocess import resize_linear
 from caffessd.util.files import atomic_write_many, read_bytes
+from caffessd.util.lmdb_check import looks_like_lmdb
 from caffessd.util.parallel import ordered_map
 from caffessd.util.progress import Progress
 
@@ -303,6 +304,8 @@ def make_lmdb(dataset, out, label_of: Mapping[str, int], options: ConvertOptions
         raise CaffessdError(f"unknown encoding {options.encode!r} (one of {', '.join(ENCODINGS)})")
     if out.exists() and not overwrite:
         raise FormatError(out, "already exists (give --overwrite to replace it)")
+    if out.exists():
+        require_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out)
     entries = dataset.entries()
@@ -368,12 +371,30 @@ def make_lmdb(dataset, out, label_of: Mapping[str, int], options: ConvertOptions
     return summary
 
 
+LMDB_FILES = ("data.mdb", "lock.mdb")
+
+
+def require_replaceable(out: Path) -> None:
+    """--overwrite replaces an LMDB, nothing else: a folder holding only
+    data.mdb (with LMDB's meta page) and lock.mdb. Any other folder or file
+    (a dataset given as the output by mistake) is refused, never removed."""
+    if not out.is_dir():
+        raise FormatError(out, "--overwrite replaces only an LMDB folder, and this is a file")
+    others = sorted(p.name for p in out.iterdir() if p.name not in LMDB_FILES)
+    if others or not looks_like_lmdb(out):
+        what = f"it holds {others[0]!r}" + (f" and {len(others) - 1} more" if len(others) > 1 else "") if others \
+            else "it holds no LMDB data.mdb"
+        raise FormatError(out, f"--overwrite replaces only an LMDB folder (data.mdb, lock.mdb); {what}, so it "
+                               f"is left alone")
+
+
 def _install(partial: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished database into place (replacing an old one with `overwrite`)."""
     old = None
     if out.exists():
         if not overwrite:
             raise FormatError(out, "already exists (give --overwrite to replace it)")
+        require_replaceable(out)  # again: the folder may have changed during the run
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.rename(out, old)
     os.rename(partial, out)

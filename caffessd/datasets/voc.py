@@ -10,9 +10,9 @@ fork's ReadXMLToAnnotatedDatum the writer divides them by the XML's size.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
-from caffessd.datasets.base import FileDataset, parse_number, require_file
+from caffessd.datasets.base import FileDataset, parse_number, read_text, require_file
 from caffessd.datasets.records import BoxObject, ImageRecord
 from caffessd.datasets.xmltree import XmlNode, parse_xml
 from caffessd.errors import FormatError
@@ -75,13 +75,26 @@ def _voc_object(node: XmlNode, path: Path) -> BoxObject:
                      attributes=attributes)
 
 
-class VocDataset(FileDataset):
-    """`VocDataset(root, split="trainval", years=None)`: a VOCdevkit (years
-    combined as the SSD recipe does unless `years` names them) or one VOC folder."""
+class VocEntry(NamedTuple):
+    prefix: str       # "VOC2007/" in a devkit, "" for a single VOC folder
+    folder: Path
+    image_id: str
+    listing: Path     # the split file naming it, and its line there (for messages)
+    line: int
 
-    def __init__(self, root, split: str = "trainval", years: Optional[Sequence[str]] = None):
+
+class VocDataset(FileDataset):
+    """`VocDataset(root, split="trainval", years=None, images=None, annotations=None)`:
+    a VOCdevkit (years combined as the SSD recipe does unless `years` names
+    them) or one VOC folder. `images` / `annotations` replace a single VOC
+    folder's JPEGImages/ and Annotations/."""
+
+    def __init__(self, root, split: str = "trainval", years: Optional[Sequence[str]] = None,
+                 images=None, annotations=None):
         self.root = Path(root)
         self.split = split
+        self.image_dir = Path(images) if images is not None else None
+        self.annotation_dir = Path(annotations) if annotations is not None else None
         if (self.root / "ImageSets" / "Main").is_dir():
             folders = [("", self.root)]
         else:
@@ -95,10 +108,10 @@ class VocDataset(FileDataset):
         self._entries = []
         for prefix, folder in folders:
             listing = require_file(folder / "ImageSets" / "Main" / f"{split}.txt", f"VOC split '{split}'")
-            for line in listing.read_text().splitlines():
+            for number, line in enumerate(read_text(listing).splitlines(), start=1):
                 if line.strip():
                     image_id = line.split()[0]  # per-class lists add a flag column
-                    self._entries.append((prefix, folder, image_id))
+                    self._entries.append(VocEntry(prefix, folder, image_id, listing, number))
         self._classes = None
 
     @property
@@ -107,21 +120,29 @@ class VocDataset(FileDataset):
         annotations use, sorted (found by reading every annotation once)."""
         if self._classes is None:
             names = set()
-            for _, folder, image_id in self._entries:
-                names.update(obj.label for obj in parse_voc_xml(folder / "Annotations" / f"{image_id}.xml")[2])
+            for entry in self._entries:
+                names.update(obj.label for obj in parse_voc_xml(self._checked(entry)[0])[2])
             self._classes = VOC_CLASSES if names <= set(VOC_CLASSES) else tuple(sorted(names))
         return self._classes
 
     def entry_name(self, entry) -> str:
-        prefix, _, image_id = entry
-        return f"{prefix}JPEGImages/{image_id}.jpg"
+        return f"{entry.prefix}JPEGImages/{entry.image_id}.jpg"
+
+    def files(self, entry) -> Sequence[Path]:
+        return ((self.annotation_dir or entry.folder / "Annotations") / f"{entry.image_id}.xml",
+                (self.image_dir or entry.folder / "JPEGImages") / f"{entry.image_id}.jpg")
+
+    def _checked(self, entry) -> Tuple[Path, Path]:
+        """(annotation, image) of an entry, both inside the devkit, or inside the
+        folders --annotations / --images name (or refused)."""
+        annotation, image = self.files(entry)
+        return (self.contained(annotation, entry.image_id, entry.listing, entry.line, root=self.annotation_dir),
+                self.contained(image, entry.image_id, entry.listing, entry.line, root=self.image_dir))
 
     def record(self, entry) -> ImageRecord:
-        prefix, folder, image_id = entry
-        annotation = folder / "Annotations" / f"{image_id}.xml"
+        annotation, path = self._checked(entry)
         width, height, objects = parse_voc_xml(annotation)
-        path = folder / "JPEGImages" / f"{image_id}.jpg"
         if width is None:
             width, height = image_size(path)
-        return ImageRecord(name=f"{prefix}JPEGImages/{image_id}.jpg", path=path, width=width, height=height,
-                           objects=tuple(objects), annotation=annotation, image_id=image_id)
+        return ImageRecord(name=self.entry_name(entry), path=path, width=width, height=height,
+                           objects=tuple(objects), annotation=annotation, image_id=entry.image_id)

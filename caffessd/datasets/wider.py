@@ -51,22 +51,30 @@ class WiderFaceDataset(FileDataset):
 
     classes = ("face",)
 
-    def __init__(self, root, split: str = "val", annotations=None):
+    def __init__(self, root, split: str = "val", annotations=None, images=None):
         self.root = Path(root)
         self.split = split
         self.annotation_file = Path(annotations) if annotations else (
             self.root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt")
         require_file(self.annotation_file, "WIDER FACE bbx_gt file")
         self.image_prefix = f"WIDER_{split}/images/"
+        self.image_dir = Path(images) if images else self.root / self.image_prefix
         self._entries = split_wider_blocks(self.annotation_file)
 
     def entry_name(self, entry) -> str:
         return self.image_prefix + entry[0]
 
+    def files(self, entry):
+        return (self.root / self.image_prefix / entry[0],)
+
+    def dataset_files(self):
+        return (self.annotation_file,)
+
     def record(self, entry) -> ImageRecord:
-        name, _, body = entry
+        name, line, body = entry
+        path = self.contained(self.image_dir / name, name, self.annotation_file, line,
+                              root=None if self.image_dir == self.root / self.image_prefix else self.image_dir)
         objects = tuple(self._face(number, text) for number, text in body)
-        path = self.root / self.image_prefix / name
         width, height = image_size(path)
         return ImageRecord(name=self.image_prefix + name, path=path, width=width, height=height, objects=objects,
                            annotation=self.annotation_file, image_id=Path(name).stem)

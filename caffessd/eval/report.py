@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from caffessd.errors import FormatError
 from caffessd.eval.runner import EvalResult
 
 PLOTS_HINT = "PR curve plots need matplotlib: pip install 'caffessd[eval]'"
@@ -95,7 +96,7 @@ def write_report(results: Sequence[EvalResult], out_dir, extra_files_from: Optio
                   "curves": {r.model: r.curves for r in results}, "plots": plots}
         if note:
             report["plots_note"] = note
-        (staging / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
         _replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -103,8 +104,26 @@ def write_report(results: Sequence[EvalResult], out_dir, extra_files_from: Optio
     return report
 
 
+REPORT_FILE = "report.json"
+
+
+def require_report_folder(out_dir) -> None:
+    """The report folder is replaced as a whole, so only a folder that holds
+    an earlier report (or nothing) may be: any other folder (a dataset, a
+    home directory given as --out by mistake) is refused, never removed."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    names = sorted(p.name for p in out_dir.iterdir())
+    if names and REPORT_FILE not in names:
+        raise FormatError(out_dir, f"--out holds {names[0]!r}" + (f" and {len(names) - 1} more" if len(names) > 1
+                                   else "") + f" but no {REPORT_FILE}: eval replaces its report folder as a whole, "
+                                              f"so give a new or empty folder, or an earlier report's")
+
+
 def _replace_dir(staging: Path, target: Path) -> None:
     if target.exists():
+        require_report_folder(target)  # again: it may have changed while the models ran
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
         os.replace(staging, target)

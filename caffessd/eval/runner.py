@@ -18,9 +18,10 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from caffessd.errors import CaffessdError
+from caffessd.errors import CaffessdError, FormatError
 from caffessd.eval.models import LoadedModel, model_num_classes, load_detector, model_names, name_labels
 from caffessd.datasets import open_dataset
+from caffessd.datasets.open import FORMATS
 from caffessd.protoio import labelmap_names
 from caffessd.util.parallel import ordered_map
 from caffessd.image.preprocess import load_image, make_blob
@@ -58,20 +59,28 @@ class EvalResult:
                 "engine": self.engine, "summary": self.summary, "per_class": self.per_class}
 
 
-def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None):
-    """A reader for a path (with its format), or the given dataset/iterable as is."""
+# Evaluation reads the held-out split (as the SSD recipe's test.sh): VOC's `test`, not
+# make-lmdb's trainval default; the other formats' defaults are already their val splits.
+EVAL_SPLITS = {"voc": "test"}
+
+
+def open_eval_dataset(dataset, format: Optional[str], split: Optional[str], labelmap=None,
+                      allow_outside: bool = False, images=None, annotations=None):
+    """A reader for a path (with its format), or the given dataset/iterable as is.
+    Entries naming files outside the dataset folder are refused unless `allow_outside`."""
     if isinstance(dataset, (str, Path)):
         if format is None:
-            raise CaffessdError("a dataset path needs its format (voc, coco, wider, kitti, list, lmdb)")
+            raise CaffessdError(f"a dataset path needs its format ({', '.join(FORMATS)})")
 
         names = None
         if labelmap is not None and format in ("list", "lmdb"):
             names = labelmap_names(labelmap)
-        return open_dataset(dataset, format, split, labelmap=names)
+        return open_dataset(dataset, format, split or EVAL_SPLITS.get(format), labelmap=names,
+                            allow_outside=allow_outside, images=images, annotations=annotations)
     return dataset
 
 
-def dataset_classes(dataset, labelmap, models: Sequence) -> List[str]:
+def dataset_classes(dataset, labelmap, models: Sequence, where="the dataset") -> List[str]:
     classes = list(getattr(dataset, "classes", ()) or ())
     if classes:
         return [c for c in classes if c != "background"]
@@ -80,7 +89,7 @@ def dataset_classes(dataset, labelmap, models: Sequence) -> List[str]:
     for detector in models:
         if detector.labels:
             return [n for k, n in sorted(detector.labels.items()) if k != 0]
-    raise CaffessdError("the dataset does not name its classes: give a labelmap")
+    raise FormatError(where, "the dataset does not name its classes and the model has no labels: give --labelmap")
 
 
 class _Scorer:
@@ -125,7 +134,8 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
                     split: Optional[str] = None, labelmap=None, iou: float = 0.5, threshold: float = 0.01,
                     limit: Optional[int] = None, wider_gt=None, work_dir=None, workers: int = 2,
                     threads: Optional[int] = None, progress: bool = True, engine: Optional[str] = None,
-                    device: Optional[str] = None, precision: Optional[str] = None) -> List[EvalResult]:
+                    device: Optional[str] = None, precision: Optional[str] = None,
+                    allow_outside: bool = False, images=None, annotations=None) -> List[EvalResult]:
     """Evaluate several models side by side in one pass over the dataset:
     each image is decoded once, preprocessed for each model in the decode
     pool, and run through each model in turn. `engine`, `device` and
@@ -134,13 +144,13 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
     if metric not in METRICS:
         raise CaffessdError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
     labelmap = Path(labelmap) if labelmap is not None else None
-    reader = open_eval_dataset(dataset, format, split, labelmap)
+    reader = open_eval_dataset(dataset, format, split, labelmap, allow_outside, images, annotations)
     where = dataset if isinstance(dataset, (str, Path)) else "the dataset"
     if hasattr(reader, "__len__") and len(reader) == 0:
         raise CaffessdError(f"{where}: no images to evaluate")
     loaded = [load_detector(m, threshold, threads, engine, device, precision) for m in models]
     detectors = [d for d, _ in loaded]
-    classes = dataset_classes(reader, labelmap, detectors)
+    classes = dataset_classes(reader, labelmap, detectors, where)
     if metric == "wider" and classes != ["face"]:
         raise CaffessdError(f"the wider metric needs a face dataset (one class 'face'), this one has {classes[:5]}")
     names = model_names([source for _, source in loaded])

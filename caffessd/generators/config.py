@@ -148,7 +148,9 @@ class SSDConfig:
     test_batch_size: int = 8
 
     # detection output (the test net keeps more boxes and a low threshold for mAP)
-    nms_threshold: float = 0.45
+    nms_threshold: float = 0.45                   # both nets, unless one of the two below says otherwise
+    test_nms_threshold: Optional[float] = None     # e.g. the published COCO nets: test 0.45, deploy 0.6
+    deploy_nms_threshold: Optional[float] = None
     conf_threshold: Optional[float] = None
     deploy_top_k: int = 100
     deploy_keep_top_k: int = 100
@@ -263,8 +265,11 @@ class SSDConfig:
             raise CaffessdError("--feature-layers names a layer twice")
         if self.conf_threshold is not None and not 0 <= self.conf_threshold < 1:
             raise CaffessdError(f"--conf-threshold must be in [0, 1), got {_num(self.conf_threshold)}")
-        if not (math.isfinite(self.nms_threshold) and 0 < self.nms_threshold <= 1):
-            raise CaffessdError(f"--nms-threshold must be in (0, 1], got {_num(self.nms_threshold)}")
+        for option, value in (("--nms-threshold", self.nms_threshold),
+                              ("--test-nms-threshold", self.test_nms_threshold),
+                              ("--deploy-nms-threshold", self.deploy_nms_threshold)):
+            if value is not None and not (math.isfinite(value) and 0 < value <= 1):
+                raise CaffessdError(f"{option} must be in (0, 1], got {_num(value)}")
         for option, value in (("--top-k", self.deploy_top_k), ("--top-k", self.test_top_k),
                               ("--keep-top-k", self.deploy_keep_top_k), ("--keep-top-k", self.test_keep_top_k)):
             if value != -1 and value < 1:

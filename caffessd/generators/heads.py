@@ -161,7 +161,8 @@ def add_detection_output(b: NetBuilder, loc: str, conf: str, priors: str) -> str
     p.num_classes = classes
     p.share_location = True
     p.background_label_id = 0
-    p.nms_param.nms_threshold = config.nms_threshold
+    own = config.test_nms_threshold if test else config.deploy_nms_threshold
+    p.nms_param.nms_threshold = config.nms_threshold if own is None else own
     p.nms_param.top_k = config.test_top_k if test else config.deploy_top_k
     p.code_type = caffe_pb2.PriorBoxParameter.CENTER_SIZE
     p.keep_top_k = config.test_keep_top_k if test else config.deploy_keep_top_k

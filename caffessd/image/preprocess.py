@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -173,10 +173,12 @@ def make_blob(image_bgr: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return blob
 
 
-def expand_image_args(args: Sequence[str]) -> list:
+def expand_image_args(args: Sequence[str], missing: Optional[list] = None) -> list:
     """Files, folders (their images, sorted) and glob patterns -> image paths.
 
-    A name that matches nothing is an error naming it."""
+    A name that matches nothing is an error naming it; with a `missing` list
+    the errors are appended there instead and the other names still count
+    (detect processes the images that exist and reports the rest)."""
     import glob
 
     found = []
@@ -186,11 +188,15 @@ def expand_image_args(args: Sequence[str]) -> list:
             found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
         elif path.exists():
             found.append(path)
-        elif any(ch in arg for ch in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(arg, recursive=True))
-            if not matches:
-                raise FormatError(arg, "pattern matches no file")
-            found.extend(matches)
         else:
-            raise FormatError(path, "no such file")
+            matches = sorted(Path(p) for p in glob.glob(arg, recursive=True)) if any(ch in arg for ch in "*?[") \
+                else None
+            if matches:
+                found.extend(matches)
+                continue
+            error = FormatError(arg, "pattern matches no file") if matches is not None else \
+                FormatError(path, "no such file")
+            if missing is None:
+                raise error
+            missing.append(error)
     return found

@@ -13,6 +13,7 @@ import numpy as np
 from caffessd.errors import FormatError
 from caffessd.image.preprocess import IMAGE_SUFFIXES, load_image, make_blob, Preprocessing
 from caffessd.datasets.lmdb_reader import LmdbDataset
+from caffessd.util.dataset_paths import inside_root
 from caffessd.util.parallel import ordered_map
 from caffessd.util.progress import Progress
 
@@ -21,24 +22,27 @@ def _is_lmdb(path: Path) -> bool:
     return path.is_dir() and (path / "data.mdb").is_file()
 
 
-def calibration_images(source, count: int) -> Iterator[np.ndarray]:
-    """Up to `count` BGR images from a folder of image files or an LMDB."""
+def calibration_images(source, count: int, allow_outside: bool = False) -> Iterator[np.ndarray]:
+    """Up to `count` BGR images from a folder of image files or an LMDB. A
+    file of the folder that is a link leading out of it is refused unless
+    `allow_outside` (the dataset rule, caffessd.util.dataset_paths)."""
     source = Path(source)
     if not source.exists():
         raise FormatError(source, "no such file or folder")
     if _is_lmdb(source):
         yield from _lmdb_images(source, count)
     elif source.is_dir():
-        yield from _folder_images(source, count)
+        yield from _folder_images(source, count, allow_outside)
     else:
         raise FormatError(source, "calibration input must be a folder of images or an LMDB folder")
 
 
-def _folder_images(folder: Path, count: int) -> Iterator[np.ndarray]:
+def _folder_images(folder: Path, count: int, allow_outside: bool = False) -> Iterator[np.ndarray]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FormatError(folder, f"no images to calibrate with (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     for path in files[:count]:
+        inside_root(path, folder, source=folder, entry=path.name, allow_outside=allow_outside, what="image")
         yield load_image(path)  # an undecodable file stops calibration with its name
 
 
@@ -59,12 +63,14 @@ def _lmdb_images(path: Path, count: int) -> Iterator[np.ndarray]:
         dataset.close()
 
 
-def calibration_blobs(source, count: int, prep: Preprocessing, workers: int = 2) -> List[np.ndarray]:
+def calibration_blobs(source, count: int, prep: Preprocessing, workers: int = 2,
+                      allow_outside: bool = False) -> List[np.ndarray]:
     """The model-input blobs (1x3xHxW float32) of up to `count` images, resized
     and normalised on `workers` threads, with progress on stderr for many."""
     blobs = []
     with Progress(count, "calibration images", enabled=count > 10) as progress:
-        for blob in ordered_map(lambda image: make_blob(image, prep), calibration_images(source, count), workers):
+        for blob in ordered_map(lambda image: make_blob(image, prep), calibration_images(source, count, allow_outside),
+                                workers):
             blobs.append(blob)
             progress.update()
     if not blobs:

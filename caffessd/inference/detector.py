@@ -78,12 +78,20 @@ def cache_dir() -> Path:
     return Path(base) / "caffessd"
 
 
-def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
-    """Content hash of the model files and everything that shapes the conversion."""
+def source_digest(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
+    """SHA-256 of the model files and everything that shapes the conversion."""
     digest = hashlib.sha256()
     for part in (read_bytes(prototxt), read_bytes(caffemodel), __version__.encode(), extra.encode()):
         digest.update(hashlib.sha256(part).digest())
-    return digest.hexdigest()[:20]
+    return digest.hexdigest()
+
+
+def model_key(prototxt: Path, caffemodel: Path, extra: str = "") -> str:
+    """Content hash of the model files and everything that shapes the conversion (a cache entry's name)."""
+    return source_digest(prototxt, caffemodel, extra)[:20]
+
+
+SOURCE_KEY = "source_sha256"  # metadata of a cached conversion: the source_digest it was made from
 
 
 def convert_cached(spec: ModelSpec, directory: Optional[Path] = None, batch: int = 1) -> Tuple[Optional[Path], bool]:
@@ -100,14 +108,15 @@ def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int =
     """caffessd.inference.model_cache.CachedModel for `spec`: verified by checksum when
     read from the cache; converted, run once in onnxruntime, then cached."""
     from caffessd.inference import model_cache as modelcache
+    from caffessd.onnxconv import read_metadata
 
     metadata = spec.preprocessing.to_metadata() if spec.preprocessing else {}
     if spec.labels:
         metadata["labels"] = {str(k): v for k, v in sorted(spec.labels.items())}
     batch_tag = f"batch{batch}" if batch > 1 else ""
-    key = model_key(spec.prototxt, spec.caffemodel, json.dumps(metadata, sort_keys=True) + batch_tag)
+    source = source_digest(spec.prototxt, spec.caffemodel, json.dumps(metadata, sort_keys=True) + batch_tag)
     directory = Path(directory) if directory else cache_dir()
-    target = directory / f"{Path(spec.prototxt).stem}{f'-b{batch}' if batch > 1 else ''}-{key}.onnx"
+    target = directory / f"{Path(spec.prototxt).stem}{f'-b{batch}' if batch > 1 else ''}-{source[:20]}.onnx"
 
     def build() -> bytes:
         from caffessd.onnxconv import to_onnx
@@ -115,9 +124,18 @@ def cached_model(spec: ModelSpec, directory: Optional[Path] = None, batch: int =
         net = Net.load(spec.prototxt, spec.caffemodel)
         if not any(layer.type == "DetectionOutput" for layer in net.layers):
             raise FormatError(spec.prototxt, "has no DetectionOutput layer; detection needs an SSD deploy net")
-        return to_onnx(net, metadata=metadata, input_shapes=_batch_shape(net, batch)).SerializeToString()
+        return to_onnx(net, metadata={**metadata, SOURCE_KEY: source},
+                       input_shapes=_batch_shape(net, batch)).SerializeToString()
 
-    return modelcache.cached(target, build, lambda data: run_once(data, spec.prototxt))
+    def belongs(data: bytes):
+        """Why a checksum-sound entry is not this conversion (None when it is)."""
+        try:
+            recorded = read_metadata(_parse_onnx(data, target)).get(SOURCE_KEY)
+        except FormatError:
+            return "not an ONNX model"
+        return None if recorded == source else "made from other files than this model's"
+
+    return modelcache.cached(target, build, lambda data: run_once(data, spec.prototxt), belongs)
 
 
 def run_once(model: bytes, source) -> None:

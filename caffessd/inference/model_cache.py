@@ -1,9 +1,12 @@
 """The cache of converted models that `detect` keeps, made robust.
 
 An entry is the .onnx file plus a `.sha256` file beside it, both written
-atomically (temp name, then rename). On load the checksum is verified; an
-entry that is truncated, empty, garbage, foreign or missing its checksum is
-rebuilt, saying so in one line, instead of failing every later run. Nothing
+atomically (temp name, then rename). On load the checksum is verified, and
+the model's own metadata must name the source it was converted from (the
+content hash of the prototxt, caffemodel and settings that also names the
+entry); an entry that is truncated, empty, garbage, foreign (with or without
+a checksum rewritten to match) or missing its checksum is rebuilt, saying so
+in one line, instead of failing every later run or answering wrongly. Nothing
 is cached that did not load and run once in onnxruntime. A cache folder that
 cannot be written (read-only, full) is not an error: the model is converted
 in memory and a warning says the next run will convert again.
@@ -58,10 +61,18 @@ def read_entry(target: Path) -> tuple:
     return data, None
 
 
-def cached(target: Path, build: Callable[[], bytes], check: Callable[[bytes], None]) -> CachedModel:
+def cached(target: Path, build: Callable[[], bytes], check: Callable[[bytes], None],
+           belongs: Optional[Callable[[bytes], Optional[str]]] = None) -> CachedModel:
     """The entry at `target`, or `build()` checked by `check` (which raises
-    when the model does not load and run) and stored when the folder allows."""
+    when the model does not load and run) and stored when the folder allows.
+
+    `belongs(data)` says why a checksum-sound entry is still not the model
+    wanted (None: it is): an entry whose .sha256 was rewritten to match other
+    bytes passes the checksum, not the model's own record of its source."""
     data, broken = read_entry(target)
+    if data is not None and belongs is not None:
+        broken = belongs(data)
+        data = None if broken else data
     if data is not None:
         return CachedModel(data, target, False)
     if broken:

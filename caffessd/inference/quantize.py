@@ -212,9 +212,11 @@ def _calibration_method(method: str):
 
 
 def quantize_model(model_path, calibrate, output, *, images: int = 100, method: str = "minmax",
-                   keep_float: Sequence[str] = (), threads: Optional[int] = None) -> QuantizeReport:
+                   keep_float: Sequence[str] = (), threads: Optional[int] = None,
+                   allow_outside: bool = False) -> QuantizeReport:
     """Quantize the ONNX detector at `model_path` with `images` calibration images
-    from `calibrate` (folder or LMDB); write `output` (all or nothing)."""
+    from `calibrate` (folder or LMDB); write `output` (all or nothing). A link in
+    the folder leading out of it is refused unless `allow_outside`."""
     import onnx
 
     from caffessd.inference.calibration import calibration_blobs
@@ -233,7 +235,7 @@ def quantize_model(model_path, calibrate, output, *, images: int = 100, method: 
         raise FormatError(model_path, "is already quantized")
     prep = model_preprocessing(model, model_path)
     excluded = float_nodes(model, keep_float)
-    blobs = calibration_blobs(calibrate, images, prep)
+    blobs = calibration_blobs(calibrate, images, prep, allow_outside=allow_outside)
     input_name = model.graph.input[0].name
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
     feeds = _batched_feeds(input_name, blobs, batch_dim)

@@ -14,7 +14,8 @@ Chosen for these nets, measured with scripts/benchmark_deploy.py:
 - `optimized_path`: onnxruntime writes the optimised graph there; a later
   start loads that file with optimisation off and skips the optimiser (most of
   the start-up time of a big net). Detector keeps it in the model cache, named
-  by the source model's content hash.
+  by the source model's content hash, with a `.sha256` companion that ties the
+  file to its own bytes and to the model it came from (see make_session).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 import onnx
+
+from caffessd.util.files import atomic_write_many
 
 ModelLike = Union[onnx.ModelProto, bytes, str, os.PathLike]
 
@@ -53,28 +56,70 @@ def make_session(model: ModelLike, threads: Optional[int] = None, optimized_path
     """An InferenceSession with the settings above, on the CPU unless
     `providers` says otherwise (caffessd.inference.engines.onnxruntime_engine
     chooses them for --device). With `optimized_path`, that file is used when
-    it exists (no optimisation at start-up) and written otherwise."""
+    it is sound (no optimisation at start-up) and written otherwise.
+
+    The cached graph is trusted only when its `.sha256` companion holds both
+    the hash of its own bytes and the hash of the model it was optimised from
+    (the model given here): a truncated, tampered or foreign file, or one whose
+    companion was rewritten to match other bytes, is optimised again with one
+    warning line, never loaded (a file without companion, from an older
+    caffessd, is optimised again without one). The session is made from the verified bytes,
+    not the path, so the file cannot change in between."""
     import onnxruntime as ort
 
     providers = providers or ["CPUExecutionProvider"]
-    if optimized_path is not None and Path(optimized_path).is_file():
-        try:
-            return ort.InferenceSession(os.fspath(optimized_path), sess_options=session_options(threads, False),
-                                        providers=providers)
-        except Exception:  # a stale or truncated cache file: rebuild it below
-            Path(optimized_path).unlink(missing_ok=True)
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     elif not isinstance(model, bytes):
         model = os.fspath(model)
     if optimized_path is None:
         return ort.InferenceSession(model, sess_options=session_options(threads), providers=providers)
-    return _session_saving_optimized(model, threads, Path(optimized_path), providers)
+    if isinstance(model, str):
+        model = Path(model).read_bytes()  # hashed, and the session made from the same bytes
+    optimized_path = Path(optimized_path)
+    source = hashlib.sha256(model).hexdigest()
+    cached, broken = read_optimized(optimized_path, source)
+    if cached is not None:
+        try:
+            return ort.InferenceSession(cached, sess_options=session_options(threads, False), providers=providers)
+        except Exception:  # checksum-sound yet unloadable (another onnxruntime build): rebuild below
+            broken = "onnxruntime cannot load it"
+    if broken:
+        _warn(f"{optimized_path}: broken optimised-graph cache entry ({broken}); optimising again")
+    return _session_saving_optimized(model, threads, optimized_path, providers, source)
 
 
-def _session_saving_optimized(model, threads, target: Path, providers):
-    """Optimise into a temporary name then rename, so a crash or a second
-    process never leaves a half-written cache file."""
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def read_optimized(target: Path, source: str):
+    """(bytes, None) for a sound optimised graph of the model hashed `source`,
+    (None, why) for a broken one, (None, None) when there is none."""
+    sidecar = target.with_name(target.name + CHECKSUM_SUFFIX)
+    if not sidecar.exists():  # none yet, or one from before companions (or half-written): made anew, silently
+        return None, None
+    try:
+        data = target.read_bytes()
+        own, made_from = sidecar.read_text(encoding="ascii").split()[:2]
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"unreadable: {getattr(exc, 'strerror', None) or exc.__class__.__name__}"
+    if hashlib.sha256(data).hexdigest() != own:
+        return None, f"checksum mismatch ({len(data)} bytes)"
+    if made_from != source:
+        return None, "optimised from another model"
+    return data, None
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"caffessd: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _session_saving_optimized(model: bytes, threads, target: Path, providers, source: str):
+    """Optimise into a temporary name, then rename it and its checksum into
+    place, so a crash or a second process never leaves a half-written or
+    unchecked cache file."""
     import onnxruntime as ort
 
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -82,7 +127,9 @@ def _session_saving_optimized(model, threads, target: Path, providers):
         target.parent.mkdir(parents=True, exist_ok=True)
         session = ort.InferenceSession(model, sess_options=session_options(threads, True, temporary),
                                        providers=providers)
-        os.replace(temporary, target)
+        data = temporary.read_bytes()
+        atomic_write_many([(target, data), (target.with_name(target.name + CHECKSUM_SUFFIX),
+                                            f"{hashlib.sha256(data).hexdigest()} {source}\n")])
         return session
     except Exception:  # cache not writable, or onnxruntime could not save: run without the cache
         return ort.InferenceSession(model, sess_options=session_options(threads), providers=providers)

@@ -135,10 +135,13 @@ def _emit_layers(ctx: ConversionContext, net: Net, overrides, raw: bool) -> None
             continue
         emit = EMITTERS.get(layer.type)
         if emit is None:
-            raise UnsupportedLayerError(layer.name, layer.type, "supported by the ONNX converter")
+            raise UnsupportedLayerError(layer.name, layer.type, "supported by the ONNX converter", net.source)
         if any(info.param_shapes) and not info.weights:
             raise CaffessdError(f"layer '{layer.name}' ({layer.type}) has no weights; load the net with its caffemodel")
-        emit(ctx, info)
+        try:
+            emit(ctx, info)
+        except UnsupportedLayerError as exc:  # an emitter refusing a variant (STOCHASTIC pooling)
+            raise exc.in_file(net.source) from None
         ctx.note_shapes(layer, info.output_shapes)
 
 

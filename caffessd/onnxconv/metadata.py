@@ -73,7 +73,7 @@ def read_metadata(model: Union[onnx.ModelProto, str, os.PathLike]) -> Dict[str, 
         if prop.key.startswith(PREFIX):
             try:
                 found[prop.key[len(PREFIX):]] = json.loads(prop.value)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse: kept as text
                 found[prop.key[len(PREFIX):]] = prop.value
     return found
 

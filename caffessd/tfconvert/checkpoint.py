@@ -14,18 +14,14 @@ from typing import Dict, Iterable, Optional, Tuple
 import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.tfconvert.tfimport import tensorflow
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 
 
 def import_tensorflow():
     """TensorFlow, or a CaffessdError saying how to install it."""
-    try:
-        import tensorflow as tf  # noqa: WPS433 - deliberately lazy
-    except ImportError:
-        raise CaffessdError("TensorFlow is needed for convert-tf; install it with "
-                            "pip install 'caffessd[tf]'") from None
-    return tf
+    return tensorflow("convert-tf")  # quietly: TensorFlow's C++ start-up lines would precede an error line
 
 
 class VariableStore:

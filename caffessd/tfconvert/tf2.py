@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.tfconvert.tfimport import tensorflow
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _V2 = "FeatureExtractor/MobilenetV2/"
@@ -195,7 +196,7 @@ def tf1_names(shapes: Dict[str, tuple], source) -> Dict[str, str]:
 def zoo_checkpoint(path: Path) -> Optional[Tuple[str, Optional[Path]]]:
     """(checkpoint prefix, pipeline.config or None) for a TF2 zoo folder or a
     SavedModel folder; None when `path` is neither."""
-    import tensorflow as tf
+    tf = tensorflow("convert-tf")
 
     path = Path(path)
     if not path.is_dir():

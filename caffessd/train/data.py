@@ -23,6 +23,8 @@ LMDB order. Images are decoded as 3-channel colour.
 from __future__ import annotations
 
 import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
@@ -30,12 +32,14 @@ from typing import Optional, Tuple
 import numpy as np
 
 from caffessd import caffe_pb2
+from caffessd.datasets.lmdb_reader import lmdb_errors
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.util.lmdb_check import open_checked
 
-try:
-    import tensorflow as tf
-except ImportError:  # pragma: no cover - depends on the installation
-    raise CaffessdError("training needs TensorFlow: pip install 'caffessd[tf]'") from None
+from caffessd.train.sources import resolve_source
+from caffessd.train.tfimport import tensorflow
+
+tf = tensorflow()  # quietly, or a CaffessdError naming the extra (before the augment modules import it)
 
 from caffessd.train.augment.boxes import Annotations
 from caffessd.train.augment.distort import DistortParams, apply_distort
@@ -156,29 +160,17 @@ def augment(image, boxes, extra, config: InputConfig, seed):
 
 # ------------------------------------------------------------------ the LMDB
 
-def resolve_source(source: str, root: Optional[Path]) -> Path:
-    path = Path(source)
-    if not path.is_absolute() and root is not None:
-        path = Path(root) / path
-    return path
-
-
 _ENVIRONMENTS: dict = {}
 
 
 def _open_environment(path: Path):
     """One read-only environment per database and process (LMDB refuses to
     open the same one twice in a process)."""
-    import lmdb
-
     key = os.path.realpath(path)
     env = _ENVIRONMENTS.get(key)
     if env is None:
-        try:
-            env = lmdb.open(os.fspath(path), readonly=True, lock=False, readahead=False, max_readers=256,
-                            subdir=path.is_dir())
-        except lmdb.Error as exc:
-            raise FormatError(path, f"cannot open as LMDB ({exc})") from None
+        # Walked first: a truncated or corrupt data.mdb is one error line, not a SIGBUS.
+        env = open_checked(path, max_readers=256)
         _ENVIRONMENTS[key] = env
     return env
 
@@ -191,7 +183,7 @@ class LmdbRecords:
         if not self.path.exists():
             raise FormatError(self.path, "no such LMDB (data_param.source)")
         self.env = _open_environment(self.path)
-        with self.env.begin() as txn:
+        with self._errors(), self.env.begin() as txn:
             self.keys = list(txn.cursor().iternext(keys=True, values=False))  # keys only: no image bytes read
         if not self.keys:
             raise FormatError(self.path, "the LMDB has no entries")
@@ -199,9 +191,16 @@ class LmdbRecords:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def _errors(self, key: Optional[bytes] = None):
+        return lmdb_errors(self.path, key.decode("utf-8", "replace") if key is not None else None)
+
     def raw(self, index: int) -> bytes:
-        with self.env.begin() as txn:
-            return txn.get(self.keys[index])
+        key = self.keys[index]
+        with self._errors(key), self.env.begin() as txn:
+            value = txn.get(key)
+        if value is None:
+            raise FormatError(self.path, f"entry {key!r} vanished while training (was the LMDB rewritten?)")
+        return value
 
     def parse(self, index: int):
         """(image bytes, encoded, (c, h, w), boxes [K, 4] f32, extra [K, 3] f32)."""
@@ -254,6 +253,23 @@ def _read(records: LmdbRecords, index):
     encoded.set_shape([])
     shape.set_shape([3])
     return _decode(data, encoded, shape), tf.reshape(boxes, [-1, 4]), tf.reshape(extra, [-1, 3])
+
+
+@contextmanager
+def input_errors(layer, root: Optional[Path] = None):
+    """A tf.data failure while reading a batch (a corrupt entry, an undecodable
+    image) as one FormatError naming the LMDB, instead of TensorFlow's
+    multi-line OpError with the pipeline's traceback inside."""
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        own = re.search(r"\b(?:FormatError|CaffessdError): ([^\n]*)", exc.message or "")
+        if own:  # raised by caffessd inside the pipeline: it names the file already
+            raise CaffessdError(own.group(1)) from None
+        reason = re.search(r"Iterator::[\w:]+: ([^\n\t]*)", exc.message or "")
+        text = (reason.group(1) if reason else (exc.message or type(exc).__name__)).split("\n")[0].strip()
+        raise FormatError(resolve_source(layer.data_param.source, root),
+                          f"cannot read a batch: {text[:300]}") from None
 
 
 def _batch_ground_truth(rows):

@@ -7,6 +7,13 @@ priors are positives (with which ground truth) and which are mined negatives.
 
 Scope: share_location true (what the SSD nets use; Caffe itself mines only
 then), no mining NMS (nms_param), bp_inside false.
+
+Images without objects: the fork mines negatives per image in proportion to
+its positives, so an image without ground truth adds nothing to the loss
+(unless mining is NONE, where every prior counts). `empty_image_negatives`
+N > 0 (train --empty-image-negatives) makes each such image give its N
+hardest priors as background examples instead; images whose only boxes are
+difficult ones left out by use_difficult_gt: false are not treated so.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from typing import Dict, List
 import numpy as np
 
 from caffessd import caffe_pb2
+from caffessd.boxmatch import box_sizes, cross_boundary, jaccard, match  # noqa: F401 (re-exported)
 from caffessd.errors import CaffessdError
 
 P = caffe_pb2.MultiBoxLossParameter
@@ -46,9 +54,10 @@ class Settings:
     normalization: int = caffe_pb2.LossParameter.VALID
     propagate_loc: bool = True
     propagate_conf: bool = True
+    empty_image_negatives: int = 0     # not the fork's: hard negatives mined per image without objects
 
     @classmethod
-    def from_layer(cls, layer: caffe_pb2.LayerParameter) -> "Settings":
+    def from_layer(cls, layer: caffe_pb2.LayerParameter, empty_image_negatives: int = 0) -> "Settings":
         p = layer.multibox_loss_param
         where = f"MultiBoxLoss '{layer.name}'"
         if not p.HasField("num_classes"):
@@ -74,7 +83,8 @@ class Settings:
                    sample_size=p.sample_size, code_type=p.code_type,
                    encode_variance_in_target=p.encode_variance_in_target, loc_loss_type=p.loc_loss_type,
                    conf_loss_type=p.conf_loss_type, loc_weight=p.loc_weight, normalization=normalization,
-                   propagate_loc=down[0] if down else True, propagate_conf=down[1] if len(down) > 1 else True)
+                   propagate_loc=down[0] if down else True, propagate_conf=down[1] if len(down) > 1 else True,
+                   empty_image_negatives=int(empty_image_negatives))
 
 
 @dataclass
@@ -108,71 +118,6 @@ def ground_truth(gt: np.ndarray, settings: Settings) -> Dict[int, np.ndarray]:
             continue
         boxes.setdefault(item, []).append([label, row[3], row[4], row[5], row[6]])
     return {k: np.asarray(v, np.float32) for k, v in boxes.items()}
-
-
-def box_sizes(boxes: np.ndarray) -> np.ndarray:
-    """BBoxSize (normalised): 0 for inverted boxes."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    return np.where((w < 0) | (h < 0), np.float32(0), w * h).astype(np.float32)
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A, B) JaccardOverlap of corner boxes, in float32 like Caffe."""
-    a = a.astype(np.float32)[:, None, :]
-    b = b.astype(np.float32)[None, :, :]
-    disjoint = (b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1])
-    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
-    inter = iw * ih
-    union = box_sizes(a[:, 0])[:, None] + box_sizes(b[0])[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / union
-    return np.where(disjoint | (iw <= 0) | (ih <= 0), np.float32(0), iou).astype(np.float32)
-
-
-def cross_boundary(boxes: np.ndarray) -> np.ndarray:
-    return ((boxes < 0) | (boxes > 1)).any(axis=1)
-
-
-def match(gt_boxes: np.ndarray, pred_boxes: np.ndarray, settings: Settings):
-    """MatchBBox for share_location (label -1): (indices, overlaps) per prediction.
-
-    indices: -2 ignored cross-boundary, -1 unmatched, else the gt index.
-    Bipartite first (greedy best pair, first in prior-then-gt order on ties),
-    then for PER_PREDICTION each remaining prediction takes its best gt at or
-    above overlap_threshold.
-    """
-    num_pred = len(pred_boxes)
-    indices = np.full(num_pred, -1, np.int64)
-    overlaps = np.zeros(num_pred, np.float32)
-    if len(gt_boxes) == 0:
-        return indices, overlaps
-    iou = jaccard(pred_boxes, gt_boxes[:, 1:5])
-    if settings.ignore_cross_boundary_bbox:
-        ignored = cross_boundary(pred_boxes)
-        indices[ignored] = -2
-        iou[ignored] = 0
-    kept = iou > 1e-6
-    overlaps[:] = np.where(kept, iou, 0).max(axis=1)
-    candidates = np.where(kept, iou, -1.0).astype(np.float32)
-    for _ in range(len(gt_boxes)):
-        available = np.where((indices == -1)[:, None], candidates, -1.0)
-        flat = int(np.argmax(available))
-        i, j = divmod(flat, len(gt_boxes))
-        if available[i, j] <= -1:
-            break
-        indices[i] = j
-        overlaps[i] = available[i, j]
-        candidates[:, j] = -1.0
-    if settings.match_type == P.PER_PREDICTION:
-        good = np.where(kept & (iou >= settings.overlap_threshold), iou, -1.0)
-        best = np.argmax(good, axis=1)
-        best_overlap = good[np.arange(num_pred), best]
-        take = (indices == -1) & (best_overlap > -1)
-        indices[take] = best[take]
-        overlaps[take] = best_overlap[take]
-    return indices, overlaps
 
 
 def decode(priors: np.ndarray, variances: np.ndarray, loc: np.ndarray, settings: Settings) -> np.ndarray:
@@ -239,12 +184,15 @@ def find_targets(loc: np.ndarray, conf: np.ndarray, prior_blob: np.ndarray, gt: 
     priors = prior_blob.reshape(2, -1, 4)[0].astype(np.float32)
     variances = prior_blob.reshape(2, -1, 4)[1].astype(np.float32)
     boxes = ground_truth(gt, settings)
+    annotated = {int(item) for item in np.asarray(gt, np.float32).reshape(-1, 8)[:, 0] if item >= 0}
     positives, loc_targets, negatives, all_indices = [], [], [], []
     num_matches = 0
     for i in range(num):
         gt_i = boxes.get(i)
         if gt_i is None:
             all_indices.append(np.full(num_priors, -1, np.int64))
+            if settings.empty_image_negatives > 0 and settings.mining_type != P.NONE and i not in annotated:
+                negatives.extend((i, int(m)) for m in empty_image_negatives(conf[i], settings))
             continue
         candidates = priors if settings.use_prior_for_matching else decode(priors, variances, loc[i], settings)
         indices, overlaps = match(gt_i, candidates, settings)
@@ -280,6 +228,14 @@ def find_targets(loc: np.ndarray, conf: np.ndarray, prior_blob: np.ndarray, gt: 
     return Targets(np.asarray(positives, np.int64).reshape(-1, 4),
                    np.concatenate(loc_targets).reshape(-1, 4) if loc_targets else np.zeros((0, 4), np.float32),
                    np.asarray(negatives, np.int64).reshape(-1, 2), num_matches, boxes, all_indices)
+
+
+def empty_image_negatives(conf: np.ndarray, settings: Settings) -> np.ndarray:
+    """The `empty_image_negatives` priors of an image without objects whose
+    background confidence loss is highest."""
+    labels = np.full(len(conf), settings.background_label_id, np.int64)
+    loss = conf_losses(conf, labels, settings)
+    return hardest(loss, np.ones(len(conf), bool), settings.empty_image_negatives)
 
 
 def hardest(loss: np.ndarray, eligible: np.ndarray, limit: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List, Sequence, Tuple, Union
 
 from caffessd.errors import FormatError
+from caffessd.util.outputs import write_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -26,18 +27,21 @@ def atomic_write_many(items: Sequence[Tuple[PathLike, Union[bytes, str]]]) -> Li
     """Write several files so that a failure leaves none of them half-written
     or new: every file goes to a temporary file first, and only when all of
     them are written are they renamed into place."""
+    # `dir/missing/../x` is dir/x: written there, without creating `missing` on the way.
+    targets = [(Path(path), write_path(path), data) for path, data in items]
     staged = []
-    made = _missing_folders(Path(path).parent for path, _ in items)
+    made = _missing_folders(target.parent for _, target, _ in targets)
     try:
-        for path, data in items:
-            staged.append((Path(path), _stage(Path(path), data)))
-        for path, tmp in staged:
+        for path, target, data in targets:
+            check_writable(path)
+            staged.append((path, target, _stage(target, data, path)))
+        for path, target, tmp in staged:
             try:
-                os.replace(tmp, path)
+                os.replace(tmp, target)
             except OSError as exc:
                 raise _write_error(path, exc) from None
     except BaseException:
-        for _, tmp in staged:
+        for _, _, tmp in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         for folder in made:  # deepest first; only the ones this call created, and only if empty
@@ -46,7 +50,7 @@ def atomic_write_many(items: Sequence[Tuple[PathLike, Union[bytes, str]]]) -> Li
             except OSError:
                 pass
         raise
-    return [path for path, _ in staged]
+    return [path for path, _, _ in staged]
 
 
 def _missing_folders(folders) -> List[Path]:
@@ -60,15 +64,16 @@ def _missing_folders(folders) -> List[Path]:
     return sorted(missing, key=lambda p: len(p.parts), reverse=True)
 
 
-def _stage(path: Path, data: Union[bytes, str]) -> str:
-    """A temporary file next to `path` holding `data`; returns its name."""
-    check_writable(path)
+def _stage(path: Path, data: Union[bytes, str], shown: Path = None) -> str:
+    """A temporary file next to `path` holding `data`; returns its name.
+    Errors name `shown` (the path as the user gave it), default `path`."""
+    shown = shown if shown is not None else path
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _write_error(path, exc) from None
+        raise _write_error(shown, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -76,7 +81,7 @@ def _stage(path: Path, data: Union[bytes, str]) -> str:
     except BaseException as exc:
         os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise _write_error(path, exc) from None
+            raise _write_error(shown, exc) from None
         raise
     return tmp
 

@@ -33,7 +33,10 @@ class Progress:
         self.count = 0
         self.extra = ""
         self._start = time.perf_counter()
-        self._last_draw = 0.0
+        # The first line comes after one interval: work that fails sooner prints no progress, so
+        # its error stays the only line on stderr (work that completes prints its final count).
+        self._last_draw = self._start
+        self._drawn = False
 
     @property
     def elapsed(self) -> float:
@@ -63,6 +66,7 @@ class Progress:
         return text
 
     def _draw(self, final: bool = False) -> None:
+        self._drawn = True
         if self.tty:
             self.stream.write("\r\x1b[2K" + self.line() + ("\n" if final else ""))
         else:
@@ -70,12 +74,21 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
+        """The final count (work that completed)."""
         if self.enabled and self.count:
             self._draw(final=True)
-            self.enabled = False
+        self.enabled = False
+
+    def abandon(self) -> None:
+        """Work failed or was interrupted: no final line; on a terminal the bar is
+        erased, so the error that follows stands alone."""
+        if self.enabled and self.tty and self._drawn:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+        self.enabled = False
 
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        self.abandon() if kind is not None else self.close()

@@ -2,7 +2,7 @@
 Reshape and InnerProductLayer::LayerSetUp of the SSD fork."""
 from __future__ import annotations
 
-from caffessd.validate.registry import canonical_axis, checker, require, shape_text
+from caffessd.validate.registry import canonical_axis, checker, require, require_int, shape_text
 from caffessd.layers import conv_geometry
 
 
@@ -33,7 +33,10 @@ def convolution(layer, inputs):
     require(len(param.dilation) in (0, 1, spatial), "dilation",
             f"must be given once or once per spatial axis ({spatial}), given {len(param.dilation)} times")
 
-    kernel, stride, _, dilation = conv_geometry(param, spatial)
+    kernel, stride, pad, dilation = conv_geometry(param, spatial)
+    for field, values in (("kernel_size", kernel), ("stride", stride), ("pad", pad), ("dilation", dilation),
+                          ("num_output", [param.num_output]), ("group", [param.group])):
+        require_int(values, field)
     require(all(k > 0 for k in kernel), "kernel_size", f"filter dimensions must be positive, got {kernel}")
     require(all(s > 0 for s in stride), "stride", f"stride must be positive, got {stride}")
     require(all(d > 0 for d in dilation), "dilation", f"dilation must be positive, got {dilation}")
@@ -51,5 +54,6 @@ def convolution(layer, inputs):
 @checker("InnerProduct")
 def inner_product(layer, inputs):
     param = layer.inner_product_param
+    require_int([param.num_output], "num_output")
     require(param.num_output > 0, "num_output", f"must be positive, got {param.num_output}")
     canonical_axis(param.axis, len(inputs[0]), "axis")

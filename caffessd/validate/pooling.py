@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from caffessd.layers import pool_geometry
-from caffessd.validate.registry import checker, require, shape_text
+from caffessd.validate.registry import checker, require, require_int, shape_text
 
 
 @checker("Pooling", bottoms=(1, 1), tops=(1, 2))
@@ -22,6 +22,8 @@ def pooling(layer, inputs):
         require(split == (False, False) or (split == (True, True) and not param.HasField(name)), name,
                 f"give {name} or both {name}_h and {name}_w, not both")
     kernel, stride, pad = pool_geometry(param, inputs[0][2:])
+    for field, values in (("kernel_size", kernel), ("stride", stride), ("pad", pad)):
+        require_int(values, field)
     if param.global_pooling:
         require(not any(param.HasField(f) and getattr(param, f) != d
                         for f, d in (("pad", 0), ("pad_h", 0), ("pad_w", 0), ("stride", 1),

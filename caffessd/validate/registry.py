@@ -7,6 +7,7 @@ well-formed layer.
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -31,6 +32,21 @@ class LayerRuleError(ValueError):
 def require(condition: bool, field: str, rule: str) -> None:
     if not condition:
         raise LayerRuleError(field, rule)
+
+
+def require_int(values, field: str) -> None:
+    """Caffe's proto stores geometry (kernel, stride, pad, dilation,
+    num_output, group) as uint32 and copies it into `int`: 2^31 and more wrap
+    negative, so Caffe stops; here they would silently make a dimension 1."""
+    big = next((v for v in values if v > INT_MAX), None)
+    require(big is None, field, f"{big} is beyond Caffe's int range (at most {INT_MAX:,}; larger values wrap negative)")
+
+
+def require_finite(values, field: str) -> None:
+    """A float parameter that is infinite or NaN (or beyond float32) would turn
+    priors or boxes into inf/NaN without any error."""
+    bad = next((v for v in values if not math.isfinite(v)), None)
+    require(bad is None, field, f"must be a finite number, got {bad}")
 
 
 def checker(*layer_types: str, bottoms=(1, 1), tops=(1, 1)):

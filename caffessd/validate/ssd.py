@@ -3,13 +3,17 @@ Reshape of prior_box_layer.cpp, detection_output_layer.cpp and
 multibox_loss_layer.cpp in the SSD fork)."""
 from __future__ import annotations
 
-from caffessd.validate.registry import channels, checker, require, shape_text
+from caffessd.validate.registry import channels, checker, require, require_finite, require_int, shape_text
 
 
 @checker("PriorBox", bottoms=(2, 2))
 def prior_box(layer, inputs):
     param = layer.prior_box_param
     mins, maxs = list(param.min_size), list(param.max_size)
+    for field in ("min_size", "max_size", "aspect_ratio", "variance", "step", "step_h", "step_w", "offset"):
+        value = getattr(param, field)
+        require_finite(list(value) if hasattr(value, "__len__") else [value], field)
+    require_int([param.img_size, param.img_h, param.img_w], "img_size")
     require(mins, "min_size", "must be given")
     require(all(m > 0 for m in mins), "min_size", f"must be positive, got {mins}")
     if maxs:
@@ -45,6 +49,7 @@ def detection_output(layer, inputs):
     require(-1 <= background < param.num_classes, "background_label_id",
             f"{background} must lie in [0, num_classes={param.num_classes}) or be -1 for none")
     nms = param.nms_param
+    require_finite([param.confidence_threshold, nms.nms_threshold, nms.eta], "nms_param")
     require(0 <= nms.nms_threshold <= 1, "nms_param.nms_threshold", f"{nms.nms_threshold:g} must lie in [0, 1]")
     require(0 < nms.eta <= 1, "nms_param.eta", f"{nms.eta:g} must lie in (0, 1]")
     require(not nms.HasField("top_k") or nms.top_k >= -1, "nms_param.top_k", "must be positive, or -1 for all")

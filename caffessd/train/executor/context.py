@@ -20,8 +20,11 @@ NCHW, NHWC = "NCHW", "NHWC"
 class ForwardContext:
     """Blob name -> (tensor, layout) while a net runs; also collects BN updates."""
 
-    def __init__(self, variables, training: bool, update_stats: bool, compute_dtype=None):
+    def __init__(self, variables, training: bool, update_stats: bool, compute_dtype=None, options=None):
         self.tf = tensorflow()
+        # Trainer options that layers read beside their own parameters
+        # (MultiBoxLoss: empty_image_negatives).
+        self.options = dict(options or {})
         # Mixed precision: layers compute in float16 on float16 copies of the
         # float32 (master) blobs; BatchNorm statistics and losses stay float32.
         self.compute_dtype = compute_dtype

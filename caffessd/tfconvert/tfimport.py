@@ -1,0 +1,57 @@
+"""The one way caffessd imports TensorFlow (convert-tf, train): quietly.
+
+TensorFlow prints its C++ start-up chatter (absl's "log messages before
+InitializeLog", oneDNN, CUDA probing, CPU features) on file descriptor 2
+while it loads, and TF_CPP_MIN_LOG_LEVEL no longer reaches all of it. Those
+eight lines would come before caffessd's own one-line error. So stderr is
+pointed at /dev/null for the import only (real failures still arrive as
+Python exceptions), TF_CPP_MIN_LOG_LEVEL is set for what TensorFlow logs
+later unless the user chose a level, and TensorFlow's Python logger keeps
+errors only.
+
+It lives with convert-tf, the lower of its two users; caffessd.train.tfimport
+calls it (the core never imports TensorFlow).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from caffessd.errors import CaffessdError
+
+
+def tensorflow(needed_for: str = "this command"):
+    """The tensorflow module, or a CaffessdError naming the extra to install."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved = _mute_stderr()
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise CaffessdError(f"{needed_for} needs TensorFlow: pip install 'caffessd[tf]'") from None
+    finally:
+        _restore_stderr(saved)
+    try:
+        tf.get_logger().setLevel("ERROR")
+    except AttributeError:  # a stub or partial installation
+        pass
+    return tf
+
+
+def _mute_stderr():
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return saved
+    except (OSError, ValueError):  # no real fd 2 (an embedding host)
+        return None
+
+
+def _restore_stderr(saved):
+    if saved is not None:
+        os.dup2(saved, 2)
+        os.close(saved)
