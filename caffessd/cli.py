@@ -27,6 +27,8 @@ COMMANDS = [
     ("gen-model", "caffessd.commands.gen_model_cmd"),
     ("export-onnx", "caffessd.commands.export_onnx_cmd"),
     ("export-openvino", "caffessd.commands.export_openvino_cmd"),
+    ("export-ncnn", "caffessd.commands.export_ncnn_cmd"),
+    ("export-tflite", "caffessd.commands.export_tflite_cmd"),
     ("quantize", "caffessd.commands.quantize_cmd"),
     ("convert-tf", "caffessd.commands.convert_tf_cmd"),
     ("eval", "caffessd.commands.eval_cmd"),

@@ -25,7 +25,8 @@ LAYERS = [
     ("inference", ["caffessd.inference"]),
     ("features", ["caffessd.eval", "caffessd.merge_bn", "caffessd.tfconvert", "caffessd.video",
                   "caffessd.analysis", "caffessd.export"]),
-    ("train", ["caffessd.train"]),
+    # The TFLite exporter builds the net with the trainer's TensorFlow executor.
+    ("train", ["caffessd.train", "caffessd.export.tflite"]),
     ("commands", ["caffessd.commands", "caffessd.cli", "caffessd.__main__"]),
 ]
 RANK = {prefix: rank for rank, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}
@@ -170,8 +171,15 @@ def test_train_executor_follows_the_family_map():
     assert "MultiBoxLoss" in BUILDERS  # registered by the executor package itself
 
 
+def test_ncnn_exporter_follows_the_family_map():
+    from caffessd.export.ncnn import WRITERS
+
+    wrong = _registry_families(WRITERS, "caffessd.export.ncnn")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_family_modules_have_the_same_names_in_every_registry():
-    for package in ("onnxconv", "validate", "train/executor"):
+    for package in ("onnxconv", "validate", "train/executor", "export/ncnn"):
         present = {p.stem for p in (PACKAGE / package).glob("*.py")}
         assert set(FAMILIES) <= present, f"{package} lacks family modules {sorted(set(FAMILIES) - present)}"
 

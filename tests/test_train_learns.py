@@ -1,43 +1,35 @@
-"""`caffessd train` learns, end to end, as a user runs it.
+"""`caffessd train` learns shapes from scratch, end to end, with the recipe a user is given.
 
-scripts/train_shapes.py's recipe at a small scale, every step a `caffessd`
-command in a subprocess: a generated shapes dataset (seed 0: 1000 trainval and
-80 held-out test images of circles, squares and triangles, 128x128, on noisy
-gradients) -> make-lmdb -> gen-model (MobileNet-SSD, width 0.5, 96x96) ->
-`caffessd train` from gen-model's initial weights, 500 iterations of batch 16
-(Adam 0.005, a tenth of it after 375) on the CPU -> merge-bn of the last
-snapshot -> `caffessd eval` of the merged deploy net on the held-out images,
-and `caffessd detect` on held-out photos.
+The class is the shape only: circles, squares and triangles in random colours
+on noisy gradients (caffessd.datasets.synthetic, colour_hint off), so a net
+cannot tell them apart by colour. Every step a `caffessd` command in a
+subprocess, nothing edited by hand (docs/training-recipe.md):
 
-Measured (seed 0, voc07 mAP on the 80 held-out images): gen-model's initial
-weights, tested by the test solver at max_iter 0 as test.sh runs it, score
-0.015 (chance); after training the test net scores 0.29 at iteration 250 and
-0.586 at 500, the merged deploy net 0.585 in `caffessd eval`, and detect at
-score >= 0.1 finds 43 of the 55 shapes in the first 40 held-out photos
-(IoU >= 0.5, right class). The test asks for mAP >= 0.4 after training, <= 0.1
-before, and detect finding at least half of those shapes. 2m10s on the 2-core
-machine. The same recipe at full scale (scripts/train_shapes.py: 2000 images,
-3000 iterations, 13 minutes) reaches 0.907.
+    make-lmdb (trainval, test) -> gen-model --backbone mnv1 --width 0.5 --input 96
+        --max-iter 500 --from-scratch (and --conf-threshold 0.01: mAP counts the
+        low-score detections that the deploy net's 0.25 would drop)
+        -> train solver_train.prototxt (no --weights)
+    -> merge-bn of the last snapshot -> eval of the merged deploy net on the held-out split
+    -> detect on held-out photos
+
+Data: seed 0, 1000 trainval and 80 held-out 128x128 images, one object each,
+its side 30-70% of the image.
+The numbers (voc07 mAP on the 80 held-out images, 2-core machine) are in
+docs/training-recipe.md; the test asks for the untrained net at chance
+(<= 0.1), the trained one well above it, and detect finding shapes.
 """
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("tensorflow")
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("train_shapes", ROOT / "scripts" / "train_shapes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_shapes"] = module
-    spec.loader.exec_module(module)
-    return module
+ITERATIONS = 500
+BATCH = 16
+# Measured 0.XX (test net at the last iteration) and 0.XX (merged deploy net in eval).
+MIN_MAP = 0.15
 
 
 def iou(a, b) -> float:
@@ -56,43 +48,67 @@ def ground_truth(xml_path: Path):
     return objects
 
 
+def checked(out):
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stderr + out.stdout
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    recipe = load_recipe()
+def trained(tmp_path_factory, run_cli):
+    from caffessd.datasets.synthetic import write_shapes_voc
+
     work = tmp_path_factory.mktemp("shapes")
-    args = recipe.parse_args(["--workdir", str(work), "--train-images", "1000", "--test-images", "80",
-                              "--iterations", "500", "--test-interval", "250", "--no-int8"])
-    return recipe, args, recipe.workflow(args)
+    data = write_shapes_voc(work / "data", {"trainval": 1000, "test": 80}, size=128, seed=0, max_objects=1,
+                            scale=(0.3, 0.7), colour_hint=False)
+    labelmap = data / "labelmap.prototxt"
+    for split in ("trainval", "test"):
+        checked(run_cli("make-lmdb", "-f", "voc", "-s", split, "--labelmap", labelmap, "-o", work / split, data))
+    model = work / "model"
+    checked(run_cli("gen-model", "--backbone", "mnv1", "--width", "0.5", "--input", "96", "--labelmap", labelmap,
+                    "--batch-size", BATCH, "--lmdb-train", work / "trainval", "--lmdb-test", work / "test",
+                    "--max-iter", ITERATIONS, "--from-scratch", "--conf-threshold", "0.01", "-o", model))
+    log = checked(run_cli("train", model / "solver_train.prototxt", "--no-progress"))
+    snapshot = model / "snapshot" / f"mobilenet_iter_{ITERATIONS}.caffemodel"
+    checked(run_cli("merge-bn", "-m", model / "deploy.prototxt", "-w", snapshot, "-o", model / "merged"))
+    checked(run_cli("eval", "--model", model / "merged.prototxt", "--weights", model / "merged.caffemodel",
+                    "--dataset", data, "--format", "voc", "--split", "test", "--labelmap", labelmap,
+                    "--out", work / "eval"))
+    report = json.loads((work / "eval" / "report.json").read_text())
+    return {"data": data, "model": model, "snapshot": snapshot, "log": log,
+            "test_maps": [float(v) for v in re.findall(r"detection_eval = ([\d.e-]+)", log)],
+            "eval_map": report["results"][0]["summary"]["mAP"]}
 
 
-def test_untrained_net_is_at_chance(trained, run_cli):
-    recipe, args, result = trained
-    model = result["model"]
-    out = run_cli("train", model / "solver_test.prototxt", "--weights", model / "init.caffemodel", "--no-progress")
-    assert out.returncode == 0, out.stderr[-2000:]
-    values = [float(v) for v in re.findall(r"detection_eval = ([\d.e-]+)", out.stderr)]
-    assert len(values) == 1, out.stderr[-2000:]
-    assert values[0] <= 0.1
+def test_untrained_net_is_at_chance(trained, run_cli, tmp_path):
+    """The same test net and evaluation on gen-model's initial weights (test.sh: max_iter 0)."""
+    model = trained["model"]
+    checked(run_cli("gen-model", "--backbone", "mnv1", "--width", "0.5", "--input", "96", "--classes", "4",
+                    "--stage", "deploy", "--init-weights", tmp_path / "init.caffemodel", "-o", tmp_path))
+    out = checked(run_cli("train", model / "solver_test.prototxt", "--weights", tmp_path / "init.caffemodel",
+                          "--no-progress"))
+    values = [float(v) for v in re.findall(r"detection_eval = ([\d.e-]+)", out)]
+    assert len(values) == 1 and values[0] <= 0.1, values
 
 
 def test_trained_net_finds_the_shapes(trained):
-    _, _, result = trained
-    assert result["test_maps"][-1] >= 0.4, result["test_maps"]
-    assert result["eval_map"] >= 0.4, result["eval_map"]
-    assert result["curves"].is_file()
+    print("test mAP during training:", trained["test_maps"], "merged deploy net in eval:", trained["eval_map"])
+    # A test every tenth of the run, the last at the end.
+    assert len(trained["test_maps"]) == 10, trained["log"][-2000:]
+    assert trained["test_maps"][-1] >= MIN_MAP, trained["test_maps"]
+    assert trained["eval_map"] >= MIN_MAP, trained["eval_map"]
+    assert (trained["model"] / "snapshot" / "mobilenet_curves.png").is_file()
 
 
 def test_detect_finds_held_out_shapes(trained, run_cli, tmp_path):
-    _, _, result = trained
-    data, model = result["data"], result["model"]
+    data, model = trained["data"], trained["model"]
     names = (data / "ImageSets" / "Main" / "test.txt").read_text().split()[:40]
-    out = run_cli("detect", "--model", model / "merged.prototxt", "--weights", model / "merged.caffemodel",
-                  "--labels", data / "labelmap.prototxt", "--threshold", "0.1", "--out", tmp_path / "det",
-                  *[data / "JPEGImages" / f"{n}.jpg" for n in names])
-    assert out.returncode == 0, out.stderr[-2000:]
+    checked(run_cli("detect", "--model", model / "merged.prototxt", "--weights", model / "merged.caffemodel",
+                    "--labels", data / "labelmap.prototxt", "--threshold", "0.1", "--out", tmp_path / "det",
+                    *[data / "JPEGImages" / f"{n}.jpg" for n in names]))
     found = total = 0
     for entry, name in zip(json.loads((tmp_path / "det" / "detections.json").read_text()), names):
         for label, box in ground_truth(data / "Annotations" / f"{name}.xml"):
             total += 1
             found += any(d["name"] == label and iou(d["box"], box) >= 0.5 for d in entry["detections"])
-    assert found >= total / 2, (found, total)
+    print(f"detect: {found} of {total} held-out shapes found")
+    assert found >= total / 4, (found, total)

@@ -59,14 +59,19 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--mean", default="127.5", show_default=True, help="mean value, or B,G,R means")
 @click.option("--scale", default=0.007843, show_default=True, type=float, help="input scale after mean subtraction")
 @click.option("--stage", default="all", show_default=True, metavar="train|test|deploy|all", help="which nets to write")
-@click.option("--lr", default=0.0005, show_default=True, type=float, help="solver base learning rate")
+@click.option("--lr", type=float, help="solver base learning rate [default: 0.0005 (RMSProp), --from-scratch 0.005 (Adam)]")
 @click.option("--batch-size", default=24, show_default=True, type=int, help="train batch size")
 @click.option("--iter-size", default=1, show_default=True, type=int, help="batches accumulated per iteration")
-@click.option("--max-iter", default=120000, show_default=True, type=int, help="training iterations")
-@click.option("--snapshot", default=1000, show_default=True, type=int, help="snapshot interval")
+@click.option("--max-iter", type=int,
+              help="length of the run in iterations; scales the lr steps, test and snapshot intervals (a tenth) "
+                   "and the train net's BatchNorm averaging to it [default: the published 120000]")
+@click.option("--snapshot", type=int, help="snapshot interval [default: 1000, or a tenth of --max-iter]")
+@click.option("--from-scratch", is_flag=True,
+              help="train from the fillers, not converted weights: Adam, poly decay to 0, every layer at the "
+                   "full rate, softmax class loss, BatchNorm statistics of the recent iterations, crops and mirror only")
 @click.option("--lmdb-train", default="trainval_lmdb", show_default=True, help="train LMDB path")
 @click.option("--lmdb-test", default="test_lmdb", show_default=True, help="test LMDB path")
-@click.option("--conf-loss", metavar="softmax|logistic", help="class loss [default: softmax for mnv1, logistic for mnv2]")
+@click.option("--conf-loss", metavar="softmax|logistic", help="class loss [default: softmax for mnv1 and --from-scratch, logistic for mnv2]")
 @click.option("--conf-threshold", type=float, help="deploy confidence threshold [default: 0.25, ssdlite 0.35]")
 @click.option("--nms-threshold", type=float, default=0.45, show_default=True,
               help="DetectionOutput NMS overlap threshold of the test and deploy nets (each can be "
@@ -85,18 +90,21 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--dw-engine", default="default", show_default=True, metavar="caffe|default", help="engine of depthwise convs")
 @click.option("--head-kernel", type=int, help="SSD head conv size, 1 or 3 [default: 1 for mnv1, 3 for mnv2]")
 @click.option("--new-conf-layers", is_flag=True, help="name the class convs *_mbox_conf_new (fine-tuning to new classes)")
-@click.option("--pretrained-lr-mult", type=float, help="train-net lr_mult of all but the class convs [default: 0.1 mnv1, 1 mnv2]")
+@click.option("--pretrained-lr-mult", type=float, help="train-net lr_mult of all but the class convs [default: 0.1 mnv1, 1 mnv2 and --from-scratch]")
 @click.option("--init-weights", type=click.Path(dir_okay=False), help="also write this caffemodel, filled from the layer fillers")
 @click.option("--seed", default=0, show_default=True, type=int, help="random seed of --init-weights")
 def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, input_size, classes, labelmap,
             feature_layers, min_scale, max_scale, min_sizes, max_sizes, aspect_ratios, tf_lowest_anchors, clip,
-            explicit_steps, mean, scale, stage, lr, batch_size, iter_size, max_iter, snapshot, lmdb_train,
-            lmdb_test, conf_loss, conf_threshold, nms_threshold, test_nms_threshold, deploy_nms_threshold, top_k,
-            keep_top_k, relu6, tf_pad, bn, dw_engine, head_kernel, new_conf_layers,
+            explicit_steps, mean, scale, stage, lr, batch_size, iter_size, max_iter, snapshot, from_scratch,
+            lmdb_train, lmdb_test, conf_loss, conf_threshold, nms_threshold, test_nms_threshold,
+            deploy_nms_threshold, top_k, keep_top_k, relu6, tf_pad, bn, dw_engine, head_kernel, new_conf_layers,
             pretrained_lr_mult, init_weights, seed):
     """Write train/test/deploy nets and solvers of a MobileNet-SSD, MobileNetV2-SSD or SSDLite detector.
 
     Example: caffessd gen-model --input 640 --backbone mnv2 --classes 2 -o out/
+
+    From scratch, the whole recipe: caffessd gen-model ... --max-iter 2000 --from-scratch -o out/
+    then caffessd train out/solver_train.prototxt
     """
     input_width, input_height = parse_size(input_size, "--input")
     num_classes = _num_classes(classes, labelmap)
@@ -114,7 +122,8 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
         aspect_ratios=parse_aspect_ratios(aspect_ratios) if aspect_ratios else None,
         tf_lowest_layer_anchors=tf_lowest_anchors, clip=clip, explicit_steps=explicit_steps,
         mean=tuple(parse_floats(mean, "--mean")), scale=scale, lr=lr, batch_size=batch_size,
-        iter_size=iter_size, max_iter=max_iter, snapshot=snapshot, lmdb_train=lmdb_train, lmdb_test=lmdb_test,
+        iter_size=iter_size, max_iter=max_iter, snapshot=snapshot, from_scratch=from_scratch,
+        lmdb_train=lmdb_train, lmdb_test=lmdb_test,
         conf_loss=conf_loss, conf_threshold=conf_threshold, relu6=relu6, tf_pad=tf_pad, bn=bn,
         dw_engine=dw_engine, head_kernel=head_kernel, new_conf_layers=new_conf_layers,
         pretrained_lr_mult=pretrained_lr_mult, nms_threshold=nms_threshold,

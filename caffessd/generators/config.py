@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import List, Optional, Tuple
 
 from caffessd.errors import CaffessdError
+from caffessd.generators import schedule
 from caffessd.layers import expand_aspect_ratios
 
 BACKBONES = ("mnv1", "mnv2")
@@ -157,17 +158,22 @@ class SSDConfig:
     test_keep_top_k: int = 200
     test_conf_threshold: float = 0.01
 
-    # solver
-    lr: float = 0.0005
+    # solver: None takes the published schedule, or the one --max-iter and
+    # --from-scratch ask for (generators/schedule.py)
+    lr: Optional[float] = None
     iter_size: int = 1
-    max_iter: int = 120000
-    snapshot: int = 1000
+    max_iter: Optional[int] = None
+    snapshot: Optional[int] = None
     snapshot_prefix: Optional[str] = None
     stepvalues: Optional[List[int]] = None
     test_iter: int = 673
-    test_interval: int = 10000
+    test_interval: Optional[int] = None
     weight_decay: float = 0.00005
-    solver_type: str = "RMSProp"
+    solver_type: Optional[str] = None
+    # Training starts from the fillers, not from converted weights.
+    from_scratch: bool = False
+    # Train-net BatchNorm moving_average_fraction (None: Caffe's 0.999, unwritten).
+    bn_moving_average: Optional[float] = None
 
     name: Optional[str] = None
 
@@ -196,9 +202,11 @@ class SSDConfig:
         if filled.extra_layers is None:
             filled.extra_layers = "plain" if mnv1 and self.head == "ssd" else "depthwise"
         if filled.conf_loss is None:
-            filled.conf_loss = "softmax" if mnv1 else "logistic"
+            # The published MobileNetV2 nets keep TF's sigmoid scores (their weights come from
+            # TF); from scratch there is nothing to match, and softmax learned faster.
+            filled.conf_loss = "softmax" if mnv1 or self.from_scratch else "logistic"
         if filled.pretrained_lr_mult is None:
-            filled.pretrained_lr_mult = 0.1 if mnv1 else 1.0
+            filled.pretrained_lr_mult = 1.0 if self.from_scratch or not mnv1 else 0.1
         if filled.bn_eps is None and not mnv1:
             filled.bn_eps = 0.001  # TensorFlow's MobileNetV2 batch norm epsilon
         if filled.conf_threshold is None:
@@ -207,8 +215,7 @@ class SSDConfig:
             filled.feature_layers = list(DEFAULT_FEATURE_LAYERS[self.backbone])
         if filled.name is None:
             filled.name = _default_name(self.backbone, self.head)
-        if filled.stepvalues is None:
-            filled.stepvalues = [self.max_iter // 6, self.max_iter // 3] if self.max_iter >= 6 else []
+        _resolve_schedule(filled, self)
         return filled
 
     # ------------------------------------------------------------ validation
@@ -246,10 +253,12 @@ class SSDConfig:
                               ("test batch size", self.test_batch_size)):
             if value < 1:
                 raise CaffessdError(f"{option} must be at least 1, got {value}")
-        if self.max_iter < 0 or self.snapshot < 0:
-            raise CaffessdError("--max-iter and --snapshot must not be negative")
-        if self.lr <= 0:
+        if (self.max_iter or 0) < 0 or (self.snapshot or 0) < 0 or (self.test_interval or 0) < 0:
+            raise CaffessdError("--max-iter, --snapshot and the test interval must not be negative")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise CaffessdError(f"--lr must be positive, got {_num(self.lr)}")
+        if self.bn_moving_average is not None and not 0 < self.bn_moving_average < 1:
+            raise CaffessdError(f"BatchNorm moving average fraction must be in (0, 1), got {_num(self.bn_moving_average)}")
         if self.feature_layers is not None and not self.feature_layers:
             raise CaffessdError("--feature-layers is empty")
         if self.feature_layers and len(set(self.feature_layers)) != len(self.feature_layers):
@@ -268,6 +277,25 @@ class SSDConfig:
         if self.prior_specs is not None:
             for i, spec in enumerate(self.prior_specs):
                 spec.validate(f"prior spec {i}")
+
+
+def _resolve_schedule(filled: "SSDConfig", given: "SSDConfig") -> None:
+    """Solver settings the user left unset: published, scaled to --max-iter, or from scratch."""
+    if filled.max_iter is None:
+        filled.max_iter = schedule.PUBLISHED_MAX_ITER
+    if filled.test_interval is None:
+        filled.test_interval = schedule.interval(given.max_iter, schedule.PUBLISHED_TEST_INTERVAL)
+    if filled.snapshot is None:
+        filled.snapshot = schedule.interval(given.max_iter, schedule.PUBLISHED_SNAPSHOT)
+    scratch = schedule.FROM_SCRATCH if given.from_scratch else None
+    if filled.solver_type is None:
+        filled.solver_type = scratch.solver_type if scratch else schedule.PUBLISHED_SOLVER
+    if filled.lr is None:
+        filled.lr = scratch.lr if scratch else schedule.PUBLISHED_LR
+    if filled.stepvalues is None:
+        filled.stepvalues = [] if scratch else schedule.stepvalues(filled.max_iter)
+    if filled.bn_moving_average is None:
+        filled.bn_moving_average = schedule.bn_moving_average(given.max_iter, given.from_scratch)
 
 
 def _default_name(backbone: str, head: str) -> str:

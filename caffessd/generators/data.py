@@ -3,7 +3,8 @@
 Train: random photometric distortion, zoom-out (expand) up to 4x, the seven
 batch samplers of the SSD paper (whole image, then crops with min IoU 0.1,
 0.3, 0.5, 0.7, 0.9 and any), a warp to the input size with a random
-interpolation, and mirroring. Test: a plain warp.
+interpolation, and mirroring (from scratch: no distortion or expansion, see
+generators/schedule.py). Test: a plain warp.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def _transform(param, config, train: bool) -> None:
     if not train:
         return
     param.emit_constraint.emit_type = caffe_pb2.EmitConstraint.CENTER
+    if config.from_scratch:
+        return  # crops and mirror only (schedule.FromScratch)
     distort = param.distort_param
     distort.brightness_prob = 0.5
     distort.brightness_delta = 32.0

@@ -149,6 +149,8 @@ def add_bn_scale(b: NetBuilder, blob: str, lr_mult: Optional[float] = None) -> N
     add_params(bn, (0.0, 0.0), (0.0, 0.0), (0.0, 0.0))
     if b.config.bn_eps is not None:
         bn.batch_norm_param.eps = b.config.bn_eps
+    if b.stage == "train" and b.config.bn_moving_average is not None:
+        bn.batch_norm_param.moving_average_fraction = b.config.bn_moving_average
     scale = b.layer(f"{blob}/scale", "Scale", [blob], [blob])
     add_params(scale, (m, 0.0), (2 * m, 0.0))
     scale.scale_param.filler.value = 1.0

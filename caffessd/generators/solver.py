@@ -1,8 +1,10 @@
 """solver_train.prototxt and solver_test.prototxt, as the published nets ship them.
 
 Both run RMSProp with a multistep schedule and detection evaluation (11-point
-mAP). solver_train trains for `max_iter` iterations, snapshotting; solver_test
-runs the test net once (max_iter 0, test_initialization) to evaluate a model.
+mAP), or with --from-scratch Adam and a poly decay to 0
+(generators/schedule.py). solver_train trains for `max_iter` iterations,
+snapshotting; solver_test runs the test net once (max_iter 0,
+test_initialization) to evaluate a model.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from caffessd import caffe_pb2
 from caffessd.errors import CaffessdError
+from caffessd.generators import schedule
 from caffessd.generators.config import SSDConfig
 
 SOLVER_KINDS = ("train", "test")
@@ -29,8 +32,12 @@ def build_solver(config: SSDConfig, kind: str, net_dir: str = "") -> caffe_pb2.S
     solver.base_lr = config.lr
     solver.display = 10
     solver.max_iter = config.max_iter if train else 0
-    solver.lr_policy = "multistep"
-    solver.gamma = 0.5
+    scratch = config.from_scratch
+    solver.lr_policy = schedule.FROM_SCRATCH.lr_policy if scratch else "multistep"
+    if scratch:
+        solver.power = schedule.FROM_SCRATCH.power
+    else:
+        solver.gamma = 0.5
     solver.weight_decay = config.weight_decay
     solver.snapshot = config.snapshot if train else 0
     solver.snapshot_prefix = config.snapshot_prefix or _join(net_dir, "snapshot/mobilenet")
@@ -42,6 +49,10 @@ def build_solver(config: SSDConfig, kind: str, net_dir: str = "") -> caffe_pb2.S
     solver.stepvalue.extend(config.stepvalues)
     solver.iter_size = config.iter_size
     solver.type = config.solver_type
+    if scratch and solver.type in ("SGD", "Nesterov", "Adam"):
+        solver.momentum = schedule.FROM_SCRATCH.momentum
+    if scratch and solver.type == "Adam":
+        solver.momentum2 = schedule.FROM_SCRATCH.momentum2
     solver.eval_type = "detection"
     solver.ap_version = "11point"
     return solver

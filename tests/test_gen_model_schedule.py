@@ -1,0 +1,98 @@
+"""gen-model's solver for the run asked for: --max-iter scales the schedule to the run,
+--from-scratch writes what training without pretrained weights needs, and both stay
+files that Caffe itself reads (fields of caffe.proto, lr_policy values that the SSD
+fork's SGDSolver::GetLearningRate knows, checked against its source list)."""
+import pytest
+
+from caffessd import caffe_pb2
+from caffessd.protoio import read_prototxt
+from conftest import run_in_process
+
+# SGDSolver<Dtype>::GetLearningRate in weiliu89/caffe (ssd branch), src/caffe/solvers/sgd_solver.cpp.
+FORK_LR_POLICIES = {"fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "plateau"}
+
+
+def generate(tmp_path, capsys, *options):
+    code, err, _ = run_in_process(["gen-model", "--backbone", "mnv1", "--input", "96", "--classes", "4", *options,
+                                   "-o", tmp_path], capsys)
+    assert code == 0, err
+    solver = read_prototxt(tmp_path / "solver_train.prototxt", caffe_pb2.SolverParameter)
+    return solver, read_prototxt(tmp_path / "train.prototxt"), read_prototxt(tmp_path / "test.prototxt")
+
+
+def moving_averages(net):
+    return {round(layer.batch_norm_param.moving_average_fraction, 6)
+            if layer.batch_norm_param.HasField("moving_average_fraction") else None
+            for layer in net.layer if layer.type == "BatchNorm"}
+
+
+def lr_mults(net, kind="Convolution"):
+    return {round(layer.param[0].lr_mult, 6) for layer in net.layer if layer.type == kind and "mbox_conf" not in layer.name}
+
+
+def test_defaults_stay_the_published_schedule(tmp_path, capsys):
+    solver, train, _ = generate(tmp_path, capsys)
+    assert (solver.type, solver.max_iter, solver.lr_policy, solver.gamma) == ("RMSProp", 120000, "multistep", 0.5)
+    assert (list(solver.stepvalue), solver.test_interval, solver.snapshot) == ([20000, 40000], 10000, 1000)
+    assert solver.base_lr == pytest.approx(0.0005)
+    assert moving_averages(train) == {None}  # Caffe's 0.999, unwritten as in the published nets
+    assert lr_mults(train) == {0.1}
+
+
+def test_max_iter_scales_steps_intervals_and_batchnorm_window(tmp_path, capsys):
+    solver, train, test = generate(tmp_path, capsys, "--max-iter", "3000")
+    assert (solver.type, solver.max_iter, list(solver.stepvalue)) == ("RMSProp", 3000, [500, 1000])
+    assert (solver.test_interval, solver.snapshot) == (300, 300)
+    # A window of 3000 / 20 = 150 iterations: fraction 1 - 1/150.
+    assert moving_averages(train) == {round(1 - 1 / 150, 6)}
+    assert moving_averages(test) == {None}  # only training updates the statistics
+    solver, _, _ = generate(tmp_path, capsys, "--max-iter", "25", "--snapshot", "5")
+    assert (solver.test_interval, solver.snapshot) == (3, 5)
+
+
+def test_from_scratch_writes_adam_with_poly_decay_full_rates_and_light_augmentation(tmp_path, capsys):
+    solver, train, test = generate(tmp_path, capsys, "--max-iter", "2000", "--from-scratch")
+    assert (solver.type, solver.lr_policy, solver.power) == ("Adam", "poly", 1.0)
+    assert (solver.momentum, solver.momentum2) == (pytest.approx(0.9), pytest.approx(0.999))
+    assert solver.base_lr == pytest.approx(0.005) and not solver.stepvalue
+    assert lr_mults(train) == {1.0}  # mnv1 otherwise fine-tunes its backbone at 0.1
+    assert moving_averages(train) == {0.99}  # 2000 / 20 = 100 iterations
+    data = train.layer[0]
+    assert not data.transform_param.HasField("distort_param") and not data.transform_param.HasField("expand_param")
+    assert data.transform_param.mirror and len(data.annotated_data_param.batch_sampler) == 7  # whole image + 6 crops
+    assert not test.layer[0].transform_param.mirror  # the test net only warps
+    solver, train, _ = generate(tmp_path, capsys, "--max-iter", "2000", "--from-scratch", "--lr", "0.01")
+    assert solver.base_lr == pytest.approx(0.01)
+    for options, loss in ((("--backbone", "mnv2", "--from-scratch"), caffe_pb2.MultiBoxLossParameter.SOFTMAX),
+                          (("--backbone", "mnv2"), caffe_pb2.MultiBoxLossParameter.LOGISTIC),
+                          (("--backbone", "mnv2", "--from-scratch", "--conf-loss", "logistic"),
+                           caffe_pb2.MultiBoxLossParameter.LOGISTIC)):
+        _, train, _ = generate(tmp_path, capsys, "--max-iter", "2000", *options)
+        assert train.layer[-1].multibox_loss_param.conf_loss_type == loss, options
+    solver, train, _ = generate(tmp_path, capsys, "--max-iter", "2000")
+    assert train.layer[0].transform_param.HasField("expand_param")  # the published augmentation otherwise
+
+
+@pytest.mark.parametrize("options", [(), ("--max-iter", "500"), ("--max-iter", "500", "--from-scratch")])
+def test_solver_is_one_caffe_runs(tmp_path, capsys, options):
+    """Every field set is one of the fork's caffe.proto (the file parses with it), the
+    lr_policy one its solver knows, and the rate falls as Caffe computes it."""
+    from caffessd.train.solver import LearningRate
+
+    solver, _, _ = generate(tmp_path, capsys, *options)
+    assert solver.lr_policy in FORK_LR_POLICIES
+    rate = LearningRate(solver)
+    rates = [rate(i) for i in range(solver.max_iter)]
+    assert rates[0] == pytest.approx(solver.base_lr)
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    if solver.lr_policy == "poly":
+        assert rates[solver.max_iter // 2] == pytest.approx(solver.base_lr / 2)
+        assert rates[-1] == pytest.approx(solver.base_lr / solver.max_iter)
+
+
+def test_bad_schedule_options_are_one_line(tmp_path, capsys):
+    for options, words in ((("--max-iter", "-5"), "--max-iter"), (("--lr", "0"), "--lr"),
+                           (("--lr", "nan"), "--lr")):
+        code, err, _ = run_in_process(["gen-model", *options, "-o", tmp_path / "bad"], capsys)
+        assert code != 0 and words in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "bad").exists()
