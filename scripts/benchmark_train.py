@@ -1,21 +1,32 @@
 """Training throughput and memory of `caffessd train`'s step against plain Keras.
 
-For each input size and net (gen-model MobileNet-SSD and MobileNetV2-SSDLite,
-width 1.0), in one process: images/s of one compiled training iteration
-(forward with batch-statistics BatchNorm, MultiBoxLoss with matching and
-mining, backward, RMSProp update) and of a plain tf.keras MobileNetV2
-forward + backward (sum of outputs as the loss, SGD) at the same size and
-batch, then their ratio.
+Speed: for each input size and net (gen-model MobileNet-SSD and MobileNetV2-SSDLite,
+width 1.0), images/s of one compiled training iteration (forward with batch-statistics
+BatchNorm, MultiBoxLoss with matching and mining, backward, RMSProp update) and of a plain
+tf.keras MobileNetV2 forward + backward (sum of outputs as the loss, SGD) at the same size
+and batch, in one process. The two alternate in rounds (each round times `--steps` steps
+of each), and every ratio is taken within a round, so that a machine whose load changes
+affects both alike; medians over the rounds are printed. `ratio/MAC` divides out the nets'
+different amounts of work (multiply-adds of one image, counted the same way for both).
+Wall-clock and process CPU time (all threads) are both given: on a busy machine the CPU
+time is the steadier figure.
 
-Memory per image: each (net, size, batch) steps in a fresh process that
-reports its peak RSS; the memory one more image in the batch costs is the
-slope of peak RSS between two batch sizes (so TensorFlow's own footprint and
-the weights, which do not grow with the batch, are not counted). Keras
-MobileNetV2 is measured the same way. CPU only: on a GPU the figure that
-matters is tf.config.experimental.get_memory_info.
+Before/after in the same run: `--baseline REV` measures the git revision REV's caffessd
+(checked out to a temporary folder) the same way, in its own process, beside this tree's.
 
-    python scripts/benchmark_train.py --sizes 300,640 --batch 2 --steps 3
-    python scripts/benchmark_train.py --sizes 640 --memory-batches 1,3 --skip speed
+Data: the same step fed by the real input pipeline (an LMDB of generated 500x375 JPEGs
+through the gen-model train net's AnnotatedData layer with its full augmentation) against
+fixed in-memory batches, interleaved in rounds, and the pipeline alone; the input is not
+the bottleneck when the pipeline alone outruns the step.
+
+Memory per image: each (net, size, batch) steps in a fresh process that reports its peak
+RSS; the memory one more image in the batch costs is the slope of peak RSS between two batch
+sizes (TensorFlow's own footprint and the weights, which do not grow with the batch, are not
+counted). Keras MobileNetV2 is measured the same way. CPU only.
+
+    python scripts/benchmark_train.py --sizes 300,640 --batch 2 --steps 3 --baseline 1be621d
+    python scripts/benchmark_train.py --sizes 300 --skip memory,data --xla
+    python scripts/benchmark_train.py --sizes 640 --memory-batches 1,3 --skip speed,data
 """
 from __future__ import annotations
 
@@ -32,8 +43,24 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+# The caffessd under test: this checkout, or a baseline revision extracted by the parent.
+CODE = Path(os.environ.get("CAFFESSD_BENCH_CODE", ROOT))
+sys.path.insert(0, str(CODE))
+sys.path.insert(0, str(CODE / "tests"))
+
+
+def cpu_features() -> str:
+    """The CPU's model and the vector instruction sets that matter to TensorFlow's kernels."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    wanted = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx_vnni", "AVX-VNNI"),
+              ("avx512_bf16", "BF16"), ("amx_tile", "AMX")]
+    present = [name for flag, name in wanted if flag in flags]
+    return f"{model}; {os.cpu_count()} CPUs; {', '.join(present) or 'no AVX2'}"
 
 
 def peak_rss_mb() -> float:
@@ -48,25 +75,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_steps(step, steps: int) -> float:
-    step()  # trace / warm up
-    step()
-    start = time.perf_counter()
+def timed(step, steps: int):
+    """(wall s, process CPU s) per step over `steps` steps."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
-def caffessd_step(net, size, batch, classes, folder):
-    from train_helpers import small_config, synthetic_batches, synthetic_input, write_solver
-    from caffessd.train.trainer import Trainer
+def solver_for(net, size, batch, classes, folder):
+    from train_helpers import small_config, write_solver
 
     backbone, head = net.split("-")
     config = small_config(backbone, head, size=size, classes=classes, batch=batch)
     config.width = 1.0
-    path = write_solver(folder, config, max_iter=10 ** 6, test_interval=0, snapshot=0)
-    batches = synthetic_batches(batch, size, classes, 2, seed=0)
-    trainer = Trainer(path, input_fn=synthetic_input({"TRAIN": batches}), log=lambda line: None, progress=False)
+    return write_solver(folder, config, max_iter=10 ** 6, test_interval=0, snapshot=0)
+
+
+def caffessd_step(net, size, batch, classes, folder, xla=False, input_fn=None):
+    from train_helpers import synthetic_batches, synthetic_input
+    from caffessd.train.trainer import Trainer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = solver_for(net, size, batch, classes, folder)
+    if input_fn is None:
+        input_fn = synthetic_input({"TRAIN": synthetic_batches(batch, size, classes, 2, seed=0)})
+    options = {"xla": True} if xla else {}
+    trainer = Trainer(path, input_fn=input_fn, log=lambda line: None, progress=False, **options)
 
     def step():
         _, _, grads = trainer.iteration()
@@ -120,73 +155,208 @@ def keras_macs(size) -> float:
     return float(total)
 
 
-def make_step(net, size, batch, classes, folder):
-    return keras_step(size, batch) if net == "keras-mnv2" else caffessd_step(net, size, batch, classes, folder)
+def median(values):
+    return float(np.median(values))
 
+
+# ---------------------------------------------------------------- speed (one process per code version)
+
+def speed_child(size, nets, batch, steps, rounds, classes, xla):
+    """In the process of one code version: per net (and XLA variant), rounds of Keras
+    steps then the net's steps; prints one JSON line per net."""
+    variants = [(net, False) for net in nets] + ([(net, True) for net in nets] if xla else [])
+    keras = keras_step(size, batch)
+    keras_work = keras_macs(size)
+    with tempfile.TemporaryDirectory() as folder:
+        steps_of = {}
+        for k, (net, use_xla) in enumerate(variants):
+            steps_of[(net, use_xla)] = caffessd_step(net, size, batch, classes, Path(folder) / str(k), xla=use_xla)
+        for fn in [keras] + list(steps_of.values()):  # trace and warm up
+            fn()
+            fn()
+        samples = {key: [] for key in steps_of}
+        for _ in range(rounds):
+            for key, fn in steps_of.items():
+                k_wall, k_cpu = timed(keras, steps)
+                o_wall, o_cpu = timed(fn, steps)
+                samples[key].append((k_wall, k_cpu, o_wall, o_cpu))
+    for (net, use_xla), rows in samples.items():
+        rows = np.asarray(rows)
+        work = caffessd_macs(net, size, classes)
+        print(json.dumps({
+            "net": net + ("+xla" if use_xla else ""), "size": size,
+            "ours_img_s": batch / median(rows[:, 2]), "keras_img_s": batch / median(rows[:, 0]),
+            "ours_cpu_ms": 1000 * median(rows[:, 3]) / batch, "keras_cpu_ms": 1000 * median(rows[:, 1]) / batch,
+            "ratio": median(rows[:, 0] / rows[:, 2]), "ratio_cpu": median(rows[:, 1] / rows[:, 3]),
+            "mac_factor": work / keras_work, "gmac": work / 1e9, "keras_gmac": keras_work / 1e9}), flush=True)
+
+
+def run_child(args_list, code: Path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CAFFESSD_BENCH_CODE=str(code))
+    out = subprocess.run([sys.executable, __file__, *map(str, args_list)], capture_output=True, text=True, env=env)
+    if out.returncode:
+        sys.exit(f"benchmark child failed ({code}):\n{out.stderr[-3000:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def speed_table(sizes, nets, batch, steps, rounds, classes, versions, xla):
+    print(f"speed: batch {batch}, {rounds} rounds of {steps} steps each (Keras and the net alternating), "
+          f"medians; {classes} classes")
+    print("ratio = caffessd img/s / Keras img/s; /MAC: with both nets' work made equal; cpu: by process CPU time")
+    print(f"| version | net | size | caffessd img/s | Keras img/s | ratio | GMAC/img (Keras) | ratio/MAC "
+          f"| CPU ms/img (Keras) | ratio/MAC by CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        for label, code in versions:
+            child = ["--child-speed", size, ",".join(nets), batch, steps, rounds, classes, int(xla and code == ROOT)]
+            for r in run_child(child, code):
+                print(f"| {label} | {r['net']} | {size} | {r['ours_img_s']:.2f} | {r['keras_img_s']:.2f} | "
+                      f"{r['ratio']:.2f} | {r['gmac']:.2f} ({r['keras_gmac']:.2f}) | "
+                      f"{r['ratio'] * r['mac_factor']:.2f} | {r['ours_cpu_ms']:.0f} ({r['keras_cpu_ms']:.0f}) | "
+                      f"{r['ratio_cpu'] * r['mac_factor']:.2f} |", flush=True)
+
+
+# ---------------------------------------------------------------- memory
 
 def measure_one(net, size, batch, classes, steps):
     """Child process: step `net` and print its peak RSS (MB) as JSON."""
     with tempfile.TemporaryDirectory() as folder:
-        time_steps(make_step(net, size, batch, classes, Path(folder)), steps)
+        step = keras_step(size, batch) if net == "keras-mnv2" else caffessd_step(net, size, batch, classes, Path(folder))
+        for _ in range(2 + steps):
+            step()
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
-def peak_in_fresh_process(net, size, batch, classes, steps) -> float:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, __file__, "--child", net, str(size), str(batch), str(classes), str(steps)],
-                         capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-
-
-def speed_table(sizes, nets, batch, steps, classes):
-    print(f"speed: batch {batch}, {steps} timed steps after 2 warm-up steps, {classes} classes")
-    print("GMAC/img: multiply-adds of one image's forward; ratio/MAC: the speed ratio with both nets' "
-          "work made equal")
-    print(f"{'net':16s} {'size':>5s} {'caffessd img/s':>15s} {'keras img/s':>12s} {'ratio':>6s} "
-          f"{'GMAC/img':>9s} {'keras':>6s} {'ratio/MAC':>9s}")
-    for size in sizes:
-        keras_time = time_steps(keras_step(size, batch), steps)
-        keras_work = keras_macs(size)
-        for net in nets:
-            with tempfile.TemporaryDirectory() as folder:
-                our_time = time_steps(caffessd_step(net, size, batch, classes, Path(folder)), steps)
-            work = caffessd_macs(net, size, classes)
-            ratio = keras_time / our_time
-            print(f"{net:16s} {size:5d} {batch / our_time:15.2f} {batch / keras_time:12.2f} {ratio:6.2f} "
-                  f"{work / 1e9:9.2f} {keras_work / 1e9:6.2f} {ratio * work / keras_work:9.2f}", flush=True)
-
-
-def memory_table(sizes, nets, batches, classes):
+def memory_table(sizes, nets, batches, classes, versions):
     small, large = batches
     print(f"memory: peak RSS of a fresh process stepping batch {small} and batch {large} (3 steps each); "
           f"MB per image = slope")
-    print(f"{'net':16s} {'size':>5s} {f'peak b={small}':>11s} {f'peak b={large}':>11s} {'MB/img':>7s}")
+    print(f"| version | net | size | peak b={small} | peak b={large} | MB/img |")
+    print("|---|---|---|---|---|---|")
     for size in sizes:
-        for net in ["keras-mnv2"] + nets:
-            low = peak_in_fresh_process(net, size, small, classes, 1)
-            high = peak_in_fresh_process(net, size, large, classes, 1)
-            print(f"{net:16s} {size:5d} {low:11.0f} {high:11.0f} {(high - low) / (large - small):7.0f}", flush=True)
+        for label, code in versions:
+            for net in (["keras-mnv2"] if code == ROOT else []) + nets:
+                low = run_child(["--child-memory", net, size, small, classes, 1], code)[0]["peak_rss_mb"]
+                high = run_child(["--child-memory", net, size, large, classes, 1], code)[0]["peak_rss_mb"]
+                print(f"| {label if net != 'keras-mnv2' else 'Keras'} | {net} | {size} | {low:.0f} | {high:.0f} | "
+                      f"{(high - low) / (large - small):.0f} |", flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+def make_lmdb(folder: Path, count: int) -> Path:
+    from train_data_helpers import write_lmdb
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(count):
+        image = rng.integers(0, 255, (375, 500, 3), dtype=np.uint8)
+        objects = []
+        for _ in range(int(rng.integers(1, 5))):
+            w, h = int(rng.integers(40, 250)), int(rng.integers(40, 180))
+            x, y = int(rng.integers(0, 500 - w)), int(rng.integers(0, 375 - h))
+            objects.append((int(rng.integers(1, 21)), (x, y, x + w, y + h), False))
+        items.append((f"img{i:05d}", image, objects))
+    return write_lmdb(folder / "bench_lmdb", items, encode=".jpg")
+
+
+def pipeline_alone(layer, batches: int):
+    """(img/s, CPU ms per image) of the TRAIN pipeline by itself."""
+    from caffessd.train.inputs import build_input
+
+    iterator = iter(build_input(layer, "TRAIN", seed=0))
+    for _ in range(2):
+        next(iterator)
+    wall, cpu = time.perf_counter(), time.process_time()
+    count = 0
+    for _ in range(batches):
+        count += int(next(iterator)[0].shape[0])
+    return count / (time.perf_counter() - wall), 1000 * (time.process_time() - cpu) / count
+
+
+def data_table(sizes, nets, batch, steps, rounds, classes, images):
+    from caffessd import protoio
+    from caffessd.train.data import find_data_layer
+    from caffessd.train.inputs import build_input
+
+    print(f"data: the step fed by the input pipeline (gen-model's train net: distortion, expansion, 7 samplers, "
+          f"mirror; an LMDB of {images} 500x375 JPEGs) against fixed batches; batch {batch}, {rounds} rounds of "
+          f"{steps} steps, medians")
+    print("| net | size | step, fixed batches img/s | step, with data img/s | with / without | "
+          "pipeline alone img/s | pipeline CPU ms/img | step CPU ms/img |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        source = make_lmdb(folder, images)
+        for size in sizes:
+            for k, net in enumerate(nets):
+                def real_input(data_layer, phase="TRAIN", **kw):
+                    data_layer.data_param.source = str(source)
+                    return build_input(data_layer, phase, **kw)
+                fixed = caffessd_step(net, size, batch, classes, folder / f"fixed{size}_{k}")
+                fed_dir = folder / f"fed{size}_{k}"
+                fed = caffessd_step(net, size, batch, classes, fed_dir, input_fn=real_input)
+                layer = find_data_layer(protoio.read_net(fed_dir / "train.prototxt"), "TRAIN")
+                for fn in (fixed, fed):
+                    fn()
+                    fn()
+                rows = []
+                for _ in range(rounds):
+                    rows.append(timed(fixed, steps) + timed(fed, steps))
+                rows = np.asarray(rows)
+                layer.data_param.source = str(source)
+                layer.data_param.batch_size = batch
+                alone, alone_cpu = pipeline_alone(layer, max(4, steps * rounds))
+                print(f"| {net} | {size} | {batch / median(rows[:, 0]):.2f} | {batch / median(rows[:, 2]):.2f} | "
+                      f"{median(rows[:, 0] / rows[:, 2]):.2f} | {alone:.1f} | {alone_cpu:.0f} | "
+                      f"{1000 * median(rows[:, 1]) / batch:.0f} |", flush=True)
+
+
+# ---------------------------------------------------------------- main
+
+def baseline_code(revision: str, folder: Path) -> Path:
+    """The caffessd package and tests of git revision `revision`, extracted to `folder`."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "caffessd", "tests"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
         net, size, batch, classes, steps = sys.argv[2], *map(int, sys.argv[3:7])
         return measure_one(net, size, batch, classes, steps)
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-speed":
+        size, nets, batch, steps, rounds, classes, xla = int(sys.argv[2]), sys.argv[3].split(","), *map(int, sys.argv[4:9])
+        return speed_child(size, nets, batch, steps, rounds, classes, bool(xla))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="300,640", help="input sizes, comma-separated")
-    parser.add_argument("--batch", type=int, default=4, help="batch of the speed table")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=2, help="batch of the speed and data tables")
+    parser.add_argument("--steps", type=int, default=3, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--nets", default="mnv1-ssd,mnv2-ssdlite")
+    parser.add_argument("--baseline", metavar="REV", help="also measure git revision REV (before/after in one run)")
+    parser.add_argument("--xla", action="store_true", help="also time this tree's step with Trainer(xla=True)")
     parser.add_argument("--memory-batches", default="1,3", help="the two batch sizes of the memory slope")
-    parser.add_argument("--skip", default="", help="speed and/or memory")
+    parser.add_argument("--data-images", type=int, default=120, help="JPEGs in the data part's LMDB")
+    parser.add_argument("--skip", default="", help="speed, memory and/or data")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     nets = args.nets.split(",")
-    if "speed" not in args.skip:
-        speed_table(sizes, nets, args.batch, args.steps, args.classes)
-    if "memory" not in args.skip:
-        memory_table(sizes, nets, [int(b) for b in args.memory_batches.split(",")], args.classes)
+    print(cpu_features())
+    print(f"load average at start: {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as folder:
+        versions = [("this tree", ROOT)]
+        if args.baseline:
+            versions.insert(0, (f"before ({args.baseline})", baseline_code(args.baseline, Path(folder))))
+        if "speed" not in args.skip:
+            speed_table(sizes, nets, args.batch, args.steps, args.rounds, args.classes, versions, args.xla)
+        if "memory" not in args.skip:
+            memory_table(sizes, nets, [int(b) for b in args.memory_batches.split(",")], args.classes, versions)
+    if "data" not in args.skip:
+        data_table(sizes, nets, args.batch, args.steps, args.rounds, args.classes, args.data_images)
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def generate(shapes, work: Path, data: Path, name: str, flags, args) -> Path:
 
 
 def coverage(shapes, work: Path, model: Path, data: Path, split: str, suggest: bool = False) -> dict:
-    out = work / f"fit_{model.name}_{split}"
+    out = work / f"fit_{model.name}_{split}{'_suggest' if suggest else ''}"
     extra = ["--suggest"] if suggest else []
     shapes.caffessd("fit-priors", model / "train.prototxt", "--dataset", data, "-f", "voc", "-s", split,
                     "--out", out, "--no-progress", *extra)

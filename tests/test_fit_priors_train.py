@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from caffessd import caffe_pb2, protoio  # noqa: E402
+from caffessd import protoio  # noqa: E402
 from caffessd.analysis.fit import fit_priors  # noqa: E402
 from caffessd.boxmatch import jaccard  # noqa: E402
 from caffessd.datasets import open_dataset  # noqa: E402

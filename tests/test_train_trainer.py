@@ -99,13 +99,52 @@ def test_weights_by_layer_name_list_missing_and_name_a_mismatch(tmp_path):
     layer = model.layer.add(name="conv0")
     protoio.array_to_blob(np.full_like(conv, 0.5), layer.blobs.add())
     protoio.write_caffemodel(model, tmp_path / "part.caffemodel")
-    missing = trainer.load_weights(tmp_path / "part.caffemodel")
-    assert "conv0" not in missing and "conv1/dw" in missing
+    loaded = trainer.load_weights(tmp_path / "part.caffemodel")
+    assert loaded.loaded == ["conv0"] and "conv1/dw" in loaded.missing and not loaded.skipped
     assert float(trainer.store.variables["conv0"][0].numpy().mean()) == 0.5
     protoio.array_to_blob(np.zeros((3, 3), np.float32), model.layer[0].blobs[0])
     protoio.write_caffemodel(model, tmp_path / "bad.caffemodel")
-    with pytest.raises(FormatError, match="layer 'conv0' blob 0 has shape"):
+    with pytest.raises(FormatError, match=r"layer 'conv0' blob 0 has shape \(3, 3\).*--skip-mismatched"):
         trainer.load_weights(tmp_path / "bad.caffemodel")
+    loaded = trainer.load_weights(tmp_path / "bad.caffemodel", skip_mismatched=True)
+    assert [m.layer for m in loaded.skipped] == ["conv0"] and loaded.loaded == []
+    assert loaded.skipped[0].describe() == f"conv0: file (3, 3), net {tuple(conv.shape)}"
+    assert float(trainer.store.variables["conv0"][0].numpy().mean()) == 0.5  # untouched
+
+
+def test_weights_for_another_class_count_keep_the_class_heads_fillers(tmp_path):
+    """Fine-tuning across class counts: a 3-class net's weights into a 5-class net (num_classes,
+    background included) of the same architecture. Without skip_mismatched the first class head is an error naming the option;
+    with it exactly the mbox_conf convolutions keep the new net's fillers and every other
+    layer gets the file's blobs."""
+    from caffessd.train.snapshot import net_model
+
+    source_dir, target_dir = tmp_path / "three", tmp_path / "five"
+    source_dir.mkdir()
+    target_dir.mkdir()
+    batches = synthetic_batches(2, SIZE, 3, 1)
+    source = Trainer(write_solver(source_dir, small_config(size=SIZE, classes=3), test_interval=0),
+                     input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False, compiled=False)
+    target = Trainer(write_solver(target_dir, small_config(size=SIZE, classes=5), test_interval=0, random_seed=9),
+                     input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False, compiled=False)
+    weights = source.store.arrays()
+    protoio.write_caffemodel(net_model(source.train_param, weights), tmp_path / "three.caffemodel")
+    fillers = target.store.arrays()
+    with pytest.raises(FormatError, match=r"mbox_conf' blob 0 has shape .*--skip-mismatched"):
+        target.load_weights(tmp_path / "three.caffemodel")
+    loaded = target.load_weights(tmp_path / "three.caffemodel", skip_mismatched=True)
+    heads = sorted(name for name in weights if name.endswith("mbox_conf"))
+    assert heads and sorted(m.layer for m in loaded.skipped) == heads and not loaded.missing
+    for mismatch in loaded.skipped:
+        assert mismatch.file_shapes[0][0] // 3 == mismatch.net_shapes[0][0] // 5  # priors x 3 vs x 5 classes
+    after = target.store.arrays()
+    for name, arrays in after.items():
+        expected = fillers[name] if name in heads else weights[name]
+        for a, b in zip(arrays, expected):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    lines = loaded.summary()
+    assert lines[0].startswith(f"{len(heads)} layer(s) with other blob shapes keep their fillers")
+    assert len(lines) == 1 + len(heads) and all("file (" in line and "net (" in line for line in lines[1:])
 
 
 def test_non_finite_loss_names_iteration_and_first_layer(tmp_path):
@@ -190,3 +229,25 @@ def test_compiled_and_eager_steps_agree(tmp_path):
     for name, arrays in runs[True][1].items():
         for a, b in zip(arrays, runs[False][1][name]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_xla_compiled_steps_equal_the_plain_steps(tmp_path):
+    """xla=True (`train --xla`): the net up to its loss layers and the solver update compiled by
+    XLA, the numpy matching between them; losses and weights after 3 RMSProp iterations of the
+    BatchNorm+Scale net equal the plain compiled run within 1e-4 (float32 rounding of a
+    different kernel order)."""
+    (tmp_path / "tiny.prototxt").write_text(TINY_NET)
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'train_net: "{tmp_path / "tiny.prototxt"}"\ntype: "RMSProp"\nbase_lr: 0.01\n'
+                      'lr_policy: "fixed"\nweight_decay: 0.0005\nmax_iter: 3\nrandom_seed: 1\n')
+    batches = synthetic_batches(2, 32, 3, 3, seed=8)
+    runs = {}
+    for xla in (True, False):
+        trainer = Trainer(solver, input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False, xla=xla)
+        runs[xla] = (losses_of(trainer, 3), trainer.store.arrays())
+    if_xla = runs[True][1]
+    assert runs[True][0][0] > 0
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-4)
+    for name, arrays in runs[False][1].items():
+        for a, b in zip(arrays, if_xla[name]):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=name)

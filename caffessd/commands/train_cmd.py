@@ -20,6 +20,9 @@ from caffessd.util.outputs import Input, check_outputs
 @click.argument("solver", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="initial weights: a caffemodel matched by layer name (missing layers keep their fillers)")
+@click.option("--skip-mismatched", is_flag=True,
+              help="with --weights: layers whose blobs have other shapes (e.g. class heads for another number "
+                   "of classes) keep their fillers and are listed, instead of an error")
 @click.option("--resume", "resume", type=click.Path(dir_okay=False),
               help="continue from PREFIX_iter_N.solverstate (and its .caffemodel)")
 @click.option("--gpus", default=None, metavar="LIST",
@@ -28,6 +31,13 @@ from caffessd.util.outputs import Input, check_outputs
               help="folder that the data layers' relative LMDB sources are read from [default: current folder]")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 compute with float32 master weights and loss scaling (GPUs only)")
+@click.option("--xla", is_flag=True,
+              help="compile the net's forward/backward (up to the loss's matching) and the solver update with "
+                   "XLA; for GPUs (on CPUs TensorFlow's XLA convolutions are slower, see docs/train.md)")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="TensorBoard event files: loss, its loc/conf parts, lr, test mAP, test images with boxes "
+                   "[default: PREFIX_tensorboard beside the snapshots]")
+@click.option("--no-tensorboard", is_flag=True, help="write no TensorBoard event files")
 @click.option("--empty-image-negatives", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
               help="each image without objects gives its N hardest priors as background examples (0: none, as the "
                    "SSD fork, whose mining follows an image's positives)")
@@ -37,12 +47,16 @@ from caffessd.util.outputs import Input, check_outputs
 @click.option("--allow-outside-root", is_flag=True,
               help="read data sources that leave the data root (a relative source with '..' or a link leading "
                    "out; with --data-root, also absolute ones); refused by default")
-def command(solver, weights, resume, gpus, data_root, mixed_precision, empty_image_negatives, lint_first, progress,
-            allow_outside_root):
+def command(solver, weights, skip_mismatched, resume, gpus, data_root, mixed_precision, empty_image_negatives,
+            lint_first, xla, tensorboard_dir, no_tensorboard, progress, allow_outside_root):
     """Train the solver's train_net (testing its test_net every test_interval)
     with Caffe's semantics; snapshots PREFIX_iter_N.caffemodel/.solverstate."""
     if weights and resume:
         raise CaffessdError("give --weights or --resume, not both (a solverstate brings its own weights)")
+    if skip_mismatched and not weights:
+        raise CaffessdError("--skip-mismatched goes with --weights")
+    if tensorboard_dir and no_tensorboard:
+        raise CaffessdError("give --tensorboard DIR or --no-tensorboard, not both")
 
     param = protoio.read_prototxt(solver, caffe_pb2.SolverParameter)  # a bad solver fails before TensorFlow loads
 
@@ -51,8 +65,9 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, empty_ima
     strategy = training_strategy(gpus)
     if mixed_precision:
         check_mixed_precision()
+    tensorboard = False if no_tensorboard else (tensorboard_dir or True)
     trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy, mixed_precision=mixed_precision,
-                      empty_image_negatives=empty_image_negatives)
+                      empty_image_negatives=empty_image_negatives, xla=xla, tensorboard=tensorboard)
     del param
     sources = _data_sources(trainer, data_root, allow_outside_root)
     if resume:
@@ -64,9 +79,12 @@ def command(solver, weights, resume, gpus, data_root, mixed_precision, empty_ima
     if resume:
         click.echo(f"Resuming from {resume} at iteration {trainer.solver.iter}", err=True)
     elif weights:
-        missing = trainer.load_weights(weights)
-        click.echo(f"Initialised from {weights}" + (f"; {len(missing)} layer(s) keep their fillers: "
-                                                    f"{', '.join(missing)}" if missing else ""), err=True)
+        loaded = trainer.load_weights(weights, skip_mismatched=skip_mismatched)
+        click.echo(f"Initialised from {weights}", err=True)
+        for line in loaded.summary():
+            click.echo(line, err=True)
+    if trainer.tensorboard_dir is not None and trainer.chief:
+        click.echo(f"TensorBoard: tensorboard --logdir {trainer.tensorboard_dir}", err=True)
     trainer.solve()
 
 

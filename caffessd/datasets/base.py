@@ -7,7 +7,6 @@ iteration stays a stream of records."""
 from __future__ import annotations
 
 import json
-import posixpath
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 

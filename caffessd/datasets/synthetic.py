@@ -17,6 +17,8 @@ import numpy as np
 from caffessd.datasets.labelmap import labelmap_from_dataset, labelmap_text as text
 
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle")
+# Other classes for a second, disjoint dataset (e.g. fine-tuning a net trained on SHAPES).
+EXTRA_SHAPES: Tuple[str, ...] = ("diamond", "cross", "ring")
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -54,9 +56,20 @@ def _draw(draw, shape: str, box: Tuple[int, int, int, int], colour, rng: np.rand
         draw.ellipse([x0, y0, x1, y1], fill=colour)
     elif shape == "square":
         draw.rectangle([x0, y0, x1, y1], fill=colour)
-    else:  # triangle: apex on the top edge at a random position, base on the bottom edge
+    elif shape == "triangle":  # apex on the top edge at a random position, base on the bottom edge
         apex = int(rng.integers(x0, x1 + 1))
         draw.polygon([(apex, y0), (x1, y1), (x0, y1)], fill=colour)
+    elif shape == "diamond":  # corners at the middle of each edge
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
+    elif shape == "cross":  # a plus sign whose arms are a third of the box thick
+        tx, ty = max(1, (x1 - x0) // 3), max(1, (y1 - y0) // 3)
+        draw.rectangle([x0 + tx, y0, x1 - tx, y1], fill=colour)
+        draw.rectangle([x0, y0 + ty, x1, y1 - ty], fill=colour)
+    elif shape == "ring":  # an ellipse outline a quarter of the smaller side thick
+        draw.ellipse([x0, y0, x1, y1], outline=colour, width=max(2, min(x1 - x0, y1 - y0) // 4))
+    else:
+        raise ValueError(f"unknown shape '{shape}' (known: {', '.join(SHAPES + EXTRA_SHAPES)})")
 
 
 def _overlap(a, b) -> float:
@@ -110,9 +123,11 @@ def _voc_xml(name: str, size: int, objects) -> str:
 
 
 def write_shapes_voc(root, splits: Dict[str, int], size: int = 128, seed: int = 0, max_objects: int = 2,
-                     scale: Tuple[float, float] = (0.25, 0.6), colour_hint: bool = False, quality: int = 92) -> Path:
+                     scale: Tuple[float, float] = (0.25, 0.6), colour_hint: bool = False, quality: int = 92,
+                     shapes: Sequence[str] = SHAPES) -> Path:
     """Write a VOC folder at `root`: JPEGImages/, Annotations/, ImageSets/Main/<split>.txt
-    for each split {name: image count}, and labelmap.prototxt (background + SHAPES).
+    for each split {name: image count}, and labelmap.prototxt (background + `shapes`, the
+    classes drawn: SHAPES by default, any of SHAPES + EXTRA_SHAPES).
 
     Image ids run on across splits, so the splits never share an image; the
     same seed writes the same files. `colour_hint`: see shapes_image.
@@ -129,12 +144,12 @@ def write_shapes_voc(root, splits: Dict[str, int], size: int = 128, seed: int = 
         for _ in range(count):
             name = f"{index:06d}"
             index += 1
-            pixels, objects = shapes_image(rng, size, max_objects, scale, colour_hint=colour_hint)
+            pixels, objects = shapes_image(rng, size, max_objects, scale, shapes=shapes, colour_hint=colour_hint)
             Image.fromarray(pixels).save(root / "JPEGImages" / f"{name}.jpg", quality=quality)
             (root / "Annotations" / f"{name}.xml").write_text(_voc_xml(name, size, objects))
             names.append(name)
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(n + "\n" for n in names))
-    (root / "labelmap.prototxt").write_text(labelmap_text(_Classes(SHAPES)))
+    (root / "labelmap.prototxt").write_text(labelmap_text(_Classes(shapes)))
     return root
 
 

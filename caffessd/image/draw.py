@@ -151,3 +151,13 @@ def annotate(image_bgr: np.ndarray, detections: Sequence, path, lines: Sequence 
     Image.fromarray(drawn[:, :, ::-1]).save(buffer, format="PNG" if path.suffix.lower() == ".png" else "JPEG",
                                            quality=92)
     return atomic_write(path, buffer.getvalue())
+
+
+def drawn(image_bgr: np.ndarray, detections: Sequence, outlines: Sequence = ()) -> np.ndarray:
+    """The image as RGB uint8 with `detections` drawn as `annotate` draws them and
+    `outlines` ((x0, y0, x1, y1) pixel boxes, e.g. ground truth) as thin white
+    rectangles under them (the test images of caffessd.train.summaries)."""
+    image = image_bgr.copy()
+    for box in outlines:
+        draw_box(image, box, WHITE, 1)
+    return draw_detections(image, detections)[:, :, ::-1].copy()

@@ -56,7 +56,14 @@ def replica_sum(value):
 
 
 def loss_from_targets(loc, conf, priors, positives, loc_targets, negatives, num_matches, settings):
-    """The differentiable MultiBoxLoss value for chosen rows.
+    """The differentiable MultiBoxLoss value for chosen rows (see loss_parts)."""
+    loc_part, conf_part = loss_parts(loc, conf, priors, positives, loc_targets, negatives, num_matches, settings)
+    return loc_part + conf_part
+
+
+def loss_parts(loc, conf, priors, positives, loc_targets, negatives, num_matches, settings):
+    """MultiBoxLoss's two terms for chosen rows, each already normalised (and the
+    localisation one weighted by loc_weight), so that the loss is their sum.
 
     loc (N, P, 4), conf (N, P, C), priors (1, 2, P*4); positives (K, 4) as
     (image, prior, gt index, label); negatives (L, 2) as (image, prior); loc_targets (K, 4).
@@ -65,7 +72,7 @@ def loss_from_targets(loc, conf, priors, positives, loc_targets, negatives, num_
     dtype = loc.dtype
     num, num_priors, num_classes = tf.shape(conf)[0], tf.shape(conf)[1], settings.num_classes
     norm = _normalizer(tf, settings, replica_sum(num), num_priors, replica_sum(num_matches), dtype)
-    total = tf.zeros([], dtype)
+    loc_part = conf_part = tf.zeros([], dtype)
     pos_index = positives[:, :2]
     if settings.propagate_loc:
         pred = tf.gather_nd(loc, pos_index)
@@ -78,7 +85,7 @@ def loss_from_targets(loc, conf, priors, positives, loc_targets, negatives, num_
             loc_loss = tf.reduce_sum(tf.where(a < 1, 0.5 * diff * diff, a - 0.5))
         else:
             loc_loss = tf.reduce_sum(0.5 * diff * diff)
-        total += settings.loc_weight * loc_loss / norm
+        loc_part = settings.loc_weight * loc_loss / norm
     if settings.propagate_conf:
         if settings.mining_type == P.NONE:
             # Every prior counts: background unless matched.
@@ -92,8 +99,8 @@ def loss_from_targets(loc, conf, priors, positives, loc_targets, negatives, num_
             logits = tf.gather_nd(conf, rows)
             labels = tf.concat([_gt_labels(positives, tf),
                                 tf.fill([tf.shape(negatives)[0]], tf.constant(settings.background_label_id, tf.int64))], 0)
-        total += _conf_loss(tf, logits, labels, settings, dtype) / norm
-    return total
+        conf_part = _conf_loss(tf, logits, labels, settings, dtype) / norm
+    return loc_part, conf_part
 
 
 def _gt_labels(positives, tf):
@@ -129,9 +136,16 @@ def _normalizer(tf, settings, num, num_priors, num_matches, dtype):
 
 def multibox_loss(loc, conf, priors, gt, settings):
     """(loss, num_matches, positives) for loc (N, P*4), conf (N, P*C), priors, gt rows."""
+    (loc_part, conf_part), num_matches, positives = multibox_loss_parts(loc, conf, priors, gt, settings)
+    return loc_part + conf_part, num_matches, positives
+
+
+def multibox_loss_parts(loc, conf, priors, gt, settings):
+    """((localisation term, confidence term), num_matches, positives): multibox_loss's
+    value in its two parts (what TensorBoard plots as loss/loc and loss/conf)."""
     tf = tensorflow()
     loc = tf.reshape(loc, [tf.shape(loc)[0], -1, 4])
     conf = tf.reshape(conf, [tf.shape(conf)[0], -1, settings.num_classes])
     positives, loc_targets, negatives, num_matches = find_targets_tf(loc, conf, priors, gt, settings)
-    loss = loss_from_targets(loc, conf, priors, positives, loc_targets, negatives, num_matches, settings)
-    return loss, num_matches, positives
+    parts = loss_parts(loc, conf, priors, positives, loc_targets, negatives, num_matches, settings)
+    return parts, num_matches, positives

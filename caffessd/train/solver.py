@@ -75,7 +75,7 @@ class LearningRate:
 class Solver:
     """Histories and the update rule of one Caffe solver over a ParamStore's params."""
 
-    def __init__(self, param: caffe_pb2.SolverParameter, params, compiled: bool = True):
+    def __init__(self, param: caffe_pb2.SolverParameter, params, compiled: bool = True, jit: bool = False):
         tf = tensorflow()
         self.tf = tf
         self.param = param
@@ -91,7 +91,9 @@ class Solver:
         if self.regularization not in ("L1", "L2"):
             raise CaffessdError(f"regularization_type '{self.regularization}' is not L1 or L2")
         self._index = {id(p): i for i, p in enumerate(self.params)}
-        self._update = tf.function(self._apply, reduce_retracing=True) if compiled else self._apply
+        # jit: one XLA program for all the blobs' element-wise updates instead of ~15 small ops each.
+        self._update = (tf.function(self._apply, reduce_retracing=True, jit_compile=jit or None) if compiled
+                        else self._apply)
 
     # ------------------------------------------------------------ one update
 
@@ -111,13 +113,17 @@ class Solver:
             scale = tf.where(norm > p.clip_gradients, p.clip_gradients / norm, 1.0)
             grads = [g * scale for g in grads]
         n = len(self.params)
+        rates = {}  # one local rate per distinct lr_mult (the same product for every blob)
         for param, g in zip(self.trainable, grads):
             w = param.variable
-            g = g / iter_size
+            if iter_size != 1:
+                g = g / iter_size
             decay = p.weight_decay * param.decay_mult
             if decay:
                 g = g + decay * (w if self.regularization == "L2" else tf.sign(w))
-            local = rate * param.lr_mult
+            if param.lr_mult not in rates:
+                rates[param.lr_mult] = rate * param.lr_mult
+            local = rates[param.lr_mult]
             i = self._index[id(param)]
             h = self.history[i]
             if self.type == "SGD":

@@ -1,7 +1,7 @@
 """Trainer: Caffe's Solver::Solve loop for a SOLVER.prototxt, on TensorFlow.
 
     trainer = Trainer("solver_train.prototxt", input_fn=build_input)
-    trainer.load_weights("init.caffemodel")        # by layer name; returns the missing layers
+    trainer.load_weights("init.caffemodel")        # by layer name; .missing, .skipped layers
     trainer.solve()                                 # test, display, snapshot as the solver says
 
 Order of one iteration (Solver::Step): test when iter % test_interval == 0
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -22,7 +23,7 @@ import numpy as np
 from caffessd import caffe_pb2, protoio
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.net import Net, filter_phase
-from caffessd.train import devices, inputs, precision, snapshot
+from caffessd.train import devices, inputs, precision, snapshot, summaries
 from caffessd.train.executor import ParamStore, TFNet, initial_weights
 from caffessd.train.solver import Solver
 from caffessd.train.tfimport import tensorflow
@@ -33,6 +34,27 @@ from caffessd.eval.voc import voc_evaluate
 
 class NonFiniteLoss(CaffessdError):
     """Training stopped at the first non-finite loss or gradient."""
+
+
+@dataclass
+class LoadedWeights:
+    """What Trainer.load_weights did: layers given the file's blobs, layers the file
+    lacks, and layers whose blobs did not fit (skip_mismatched), all keeping their fillers."""
+
+    loaded: List[str]
+    missing: List[str]
+    skipped: List[snapshot.Mismatch]
+
+    def summary(self) -> List[str]:
+        """Lines for the log: one per skipped layer, with the file's and the net's blob shapes."""
+        lines = []
+        if self.missing:
+            lines.append(f"{len(self.missing)} layer(s) missing from the file keep their fillers: "
+                         f"{', '.join(self.missing)}")
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} layer(s) with other blob shapes keep their fillers:")
+            lines.extend(f"  {m.describe()}" for m in self.skipped)
+        return lines
 
 
 def _resolve(path: str, solver_path: Path) -> Path:
@@ -54,7 +76,7 @@ class Trainer:
     def __init__(self, solver, *, input_fn: Optional[Callable] = None, root=None,
                  log: Optional[Callable[[str], None]] = None, progress: bool = True,
                  shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False,
-                 empty_image_negatives: int = 0):
+                 empty_image_negatives: int = 0, xla: bool = False, tensorboard=True):
         self.tf = tf = tensorflow()
         self.solver_path = Path(solver) if not isinstance(solver, caffe_pb2.SolverParameter) else Path("solver.prototxt")
         self.param = solver if isinstance(solver, caffe_pb2.SolverParameter) else read_solver(solver)
@@ -75,6 +97,15 @@ class Trainer:
         # With several workers only the chief logs and writes files (every worker
         # holds the same weights after each step).
         self.chief = devices.is_chief(strategy)
+        # TensorBoard event files: True beside the snapshots, a folder, or False for none.
+        self.tensorboard = tensorboard
+        self._summaries: Optional[summaries.TrainingSummaries] = None
+        self._test_samples: List[summaries.TestSample] = []
+        self.xla = xla
+        if xla and not compiled:
+            raise CaffessdError("XLA compiles the step: it needs compiled=True")
+        if xla and strategy is not None and strategy.num_replicas_in_sync > 1:
+            raise CaffessdError("--xla trains on one device; leave it out with several GPUs or workers")
         if not self.chief:
             self.log = lambda line: None
             self.show_progress = False
@@ -96,7 +127,7 @@ class Trainer:
             self.test_nets.append(TFNet(param, "TEST", self.store, initial=extra, source=source))
         if not self.train_net.data_layers or len(self.train_net.data_layers[0].layer.top) < 2:
             raise FormatError(train_source, "the train net needs an AnnotatedData layer with data and label tops")
-        self.solver = Solver(self.param, self.store.params, compiled=compiled)
+        self.solver = Solver(self.param, self.store.params, compiled=compiled, jit=self.xla)
         self.trainable = [p.variable for p in self.solver.trainable]
         self.history: Dict[str, List] = {"iter": [], "loss": [], "test_iter": [], "map": []}
         self._losses: List[float] = []
@@ -107,9 +138,12 @@ class Trainer:
             def step(images, gt, scale):
                 return self.strategy.run(self._forward_backward, args=(images, gt, scale))
         self._step_fn = tf.function(step, reduce_retracing=True) if compiled else step
+        self._stat_variables: List = []
+        self._xla_body = tf.function(self._body, jit_compile=True, reduce_retracing=True) if self.xla else None
         self._batches = None
         self.last_snapshot: Optional[Path] = None
         self.checked_matches = False
+        self.last_parts: Dict[str, float] = {}
 
     # ------------------------------------------------------------ nets
 
@@ -141,13 +175,17 @@ class Trainer:
 
     # ------------------------------------------------------------ weights and state
 
-    def load_weights(self, path) -> List[str]:
-        """--weights: blobs by layer name; returns the layers the file lacks (they keep their fillers)."""
+    def load_weights(self, path, skip_mismatched: bool = False) -> "LoadedWeights":
+        """--weights: blobs by layer name. Layers the file lacks keep their fillers
+        (`.missing`); a layer whose blobs have other shapes is an error naming the layer,
+        or with skip_mismatched keeps its fillers too (`.skipped`: e.g. the class heads
+        when fine-tuning weights trained for another number of classes)."""
         model = protoio.read_caffemodel(path)
         expected = {name: [tuple(v.shape) for v in variables] for name, variables in self.store.variables.items()}
-        found, missing = snapshot.weights_by_name(model, expected, os.fspath(path))
+        found, missing, mismatched = snapshot.weights_by_name(model, expected, os.fspath(path),
+                                                              skip_mismatched=skip_mismatched)
         self.store.assign(found)
-        return missing
+        return LoadedWeights(loaded=sorted(found), missing=missing, skipped=mismatched)
 
     def resume(self, state_path) -> None:
         """--resume X.solverstate: the weights of its learned_net (or the .caffemodel beside it) and the history."""
@@ -157,15 +195,34 @@ class Trainer:
             model_path = Path(state_path).with_suffix(".caffemodel")
         if not model_path.exists():
             raise FormatError(state_path, f"names weights {state.learned_net or model_path} that do not exist")
-        missing = self.load_weights(model_path)
+        missing = self.load_weights(model_path).missing
         if missing:
             raise FormatError(model_path, f"lacks the layer(s) {', '.join(missing[:5])} of the train net")
         self.solver.restore(state, os.fspath(state_path))
 
+    @property
+    def prefix(self) -> str:
+        """snapshot_prefix (or the solver's path without .prototxt): snapshots, curves, TensorBoard."""
+        return self.param.snapshot_prefix or str(self.solver_path.with_suffix(""))
+
+    @property
+    def tensorboard_dir(self) -> Optional[Path]:
+        """Where the TensorBoard event files go: PREFIX_tensorboard/ unless given; None when off."""
+        if self.tensorboard is False or self.tensorboard is None:
+            return None
+        if self.tensorboard is True:
+            return Path(self.prefix + "_tensorboard")
+        return Path(self.tensorboard)
+
+    def _board(self) -> Optional[summaries.TrainingSummaries]:
+        if self._summaries is None and self.chief and self.tensorboard_dir is not None:
+            self._summaries = summaries.TrainingSummaries(self.tensorboard_dir)
+        return self._summaries
+
     def write_snapshot(self):
         if not self.chief:
             return None, None
-        prefix = self.param.snapshot_prefix or str(self.solver_path.with_suffix(""))
+        prefix = self.prefix
         model_path, state_path = snapshot.snapshot_paths(prefix, self.solver.iter)
         self.log(f"Snapshotting to binary proto file {model_path}")
         snapshot.write_snapshot(prefix, self.solver.iter, self.train_param, self.store.arrays(), self.solver.state())
@@ -175,12 +232,30 @@ class Trainer:
 
     # ------------------------------------------------------------ one pass
 
+    def _body(self, images):
+        """The train net up to its loss layers (XLA compiles this; the losses' matching
+        runs in numpy outside it): the loss layers' inputs and the BatchNorm updates."""
+        data = self.train_net.data_layers[0].layer
+        ctx = self.train_net.forward({data.top[0]: images}, training=True, update_stats=True,
+                                     compute_dtype=self.compute_dtype, part="body")
+        self._stat_variables = [var for var, _ in ctx.stat_updates]  # the same order at every trace
+        return [ctx.get(blob) for blob in self.train_net.loss_inputs()], [value for _, value in ctx.stat_updates]
+
+    def _train_forward(self, images, gt):
+        data = self.train_net.data_layers[0].layer
+        feeds = {data.top[0]: images, data.top[1]: gt}
+        if self._xla_body is None:
+            return self.train_net.forward(feeds, training=True, update_stats=True, compute_dtype=self.compute_dtype)
+        blobs, stats = self._xla_body(images)
+        feeds.update(zip(self.train_net.loss_inputs(), blobs))
+        ctx = self.train_net.forward(feeds, training=True, compute_dtype=self.compute_dtype, part="losses")
+        ctx.stat_updates = list(zip(self._stat_variables, stats))
+        return ctx
+
     def _forward_backward(self, images, gt, scale):
         tf = self.tf
-        data = self.train_net.data_layers[0].layer
         with tf.GradientTape() as tape:
-            ctx = self.train_net.forward({data.top[0]: images, data.top[1]: gt}, training=True, update_stats=True,
-                                         compute_dtype=self.compute_dtype)
+            ctx = self._train_forward(images, gt)
             if not ctx.losses:
                 raise CaffessdError("the train net has no loss layer")
             loss = tf.add_n(list(ctx.losses.values()))
@@ -200,7 +275,10 @@ class Trainer:
             var.assign(tf.where(finite, value, var))
         matches = [aux["num_matches"] for aux in ctx.aux.values()]
         outputs = {top: value for top, value in ctx.losses.items()}
-        return loss, grads, finite, matches, outputs
+        # The loss in its localisation and confidence terms, summed over loss layers (TensorBoard).
+        parts = {key: tf.add_n([aux[key] for aux in ctx.aux.values()]) for key in ("loc", "conf")
+                 if ctx.aux and all(key in aux for aux in ctx.aux.values())}
+        return loss, grads, finite, matches, outputs, parts
 
     def _next_batch(self):
         from caffessd.train.data import input_errors
@@ -219,18 +297,20 @@ class Trainer:
         return self.input_fn(layer, "TRAIN", seed=self.seed, shard=self.shard, root=self.root)
 
     def iteration(self):
-        """iter_size forward/backward passes and one solver update; returns (loss, outputs)."""
+        """iter_size forward/backward passes (the update is the caller's: solver.step);
+        returns (loss, the train net's outputs, summed gradients). The loss's
+        localisation/confidence terms are left in self.last_parts."""
         tf = self.tf
         iter_size = max(1, self.param.iter_size)
-        total, accumulated, outputs = 0.0, None, {}
+        total, accumulated, outputs, loss_parts = 0.0, None, {}, {}
         for _ in range(iter_size):
             images, gt = self._next_batch()
             while True:
                 scale = tf.constant(self.loss_scale.value if self.loss_scale else 1.0, tf.float32)
                 if self.strategy is None:
-                    loss, grads, finite, matches, outs = self._step_fn(images, gt, scale)
+                    loss, grads, finite, matches, outs, parts = self._step_fn(images, gt, scale)
                 else:
-                    loss, grads, finite, matches, outs = self._replicated_step(images, gt, scale)
+                    loss, grads, finite, matches, outs, parts = self._replicated_step(images, gt, scale)
                 if bool(finite) or not (self.loss_scale and self.loss_scale.can_shrink()):
                     break
                 self.loss_scale.shrink()  # float16 gradients overflowed: the same batch, a smaller scale
@@ -243,8 +323,11 @@ class Trainer:
             total += float(loss)
             for top, value in outs.items():
                 outputs[top] = outputs.get(top, 0.0) + float(value) / iter_size
+            for key, value in parts.items():
+                loss_parts[key] = loss_parts.get(key, 0.0) + float(value) / iter_size
             accumulated = grads if accumulated is None else [a + g for a, g in zip(accumulated, grads)]
         self._last_batch = int(images.shape[0]) * iter_size
+        self.last_parts = loss_parts
         return total / iter_size, outputs, accumulated
 
     def _replicated_step(self, images, gt, scale):
@@ -267,11 +350,12 @@ class Trainer:
             lambda ctx: tf.constant(parts[ctx.replica_id_in_sync_group][0]))
         gt_values = strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant(parts[ctx.replica_id_in_sync_group][1]))
-        loss, grads, finite, matches, outs = self._step_fn(image_values, gt_values, scale)
+        loss, grads, finite, matches, outs, parts = self._step_fn(image_values, gt_values, scale)
         total = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
         finite = all(bool(f) for f in strategy.experimental_local_results(finite))
         matches = [total(m) for m in matches]
-        return (total(loss), [total(g) for g in grads], finite, matches, {k: total(v) for k, v in outs.items()})
+        return (total(loss), [total(g) for g in grads], finite, matches, {k: total(v) for k, v in outs.items()},
+                {k: total(v) for k, v in parts.items()})
 
     # ------------------------------------------------------------ failing loudly
 
@@ -335,6 +419,18 @@ class Trainer:
         start = self.solver.iter
         self.log(f"Solving {self.train_param.name or 'net'} from iteration {start} to {stop}")
         batch = self.train_net.image_shape[0] * max(1, p.iter_size)
+        try:
+            self._loop(start, stop, batch)
+        finally:
+            if self._summaries is not None:
+                self._summaries.close()
+                self._summaries = None
+        self.log("Optimization Done.")
+        return self.smoothed_loss
+
+    def _loop(self, start: int, stop: int, batch: int) -> None:
+        p = self.param
+        board = self._board()
         with Progress((stop - start) * batch, "train", unit="img", enabled=self.show_progress) as bar:
             while self.solver.iter < stop:
                 it = self.solver.iter
@@ -349,6 +445,8 @@ class Trainer:
                 rate = self.solver.step(grads)
                 if p.display and it % p.display == 0:
                     self.log(f"Iteration {it}, lr = {rate:.6g}")
+                if board is not None:
+                    board.iteration(it, self.smoothed_loss, outputs, self.last_parts, rate)
                 self.history["iter"].append(it)
                 self.history["loss"].append(self.smoothed_loss)
                 bar.update(self._last_batch, extra=f"iter {self.solver.iter}, loss {self.smoothed_loss:.4g}")
@@ -360,8 +458,6 @@ class Trainer:
         # iteration, even when no step ran: that is how test.sh (max_iter 0) evaluates.
         if p.test_interval and self.solver.iter % p.test_interval == 0 and self.test_nets:
             self.test_all()
-        self.log("Optimization Done.")
-        return self.smoothed_loss
 
     # ------------------------------------------------------------ testing
 
@@ -374,6 +470,11 @@ class Trainer:
             value = self.test(k)
             self.log(f"    Test net output #0: detection_eval = {value:.6g}")
             results.append(value)
+            board = self._board()
+            if board is not None:
+                board.test(self.solver.iter, k, value)
+                if k == 0:
+                    self._board_images(board, net)
         if results:
             self.history["test_iter"].append(self.solver.iter)
             self.history["map"].append(results[0])
@@ -398,6 +499,8 @@ class Trainer:
             raise CaffessdError("the test net has no DetectionOutput layer to evaluate")
         num_classes = detection.detection_output_param.num_classes
         detections, truth, offset = {}, {}, 0
+        if index == 0:
+            self._test_samples = []
         steps = self.param.test_iter[index] if len(self.param.test_iter) > index else 1
         input_name = session.get_inputs()[0].name
         from caffessd.train.data import input_errors
@@ -418,9 +521,11 @@ class Trainer:
             for row in out:
                 if row[2] > 0 and 0 <= row[0] < count:
                     detections.setdefault(offset + int(row[0]), []).append((str(int(row[1])), float(row[2]), row[3:7]))
-            for row in np.asarray(gt).reshape(-1, 8):
+            gt_rows = np.asarray(gt).reshape(-1, 8)
+            for row in gt_rows:
                 if row[0] >= 0:
                     truth[offset + int(row[0])].append((str(int(row[1])), row[3:7], bool(row[7])))
+            self._keep_samples(index, offset, images, out, gt_rows)
             offset += count
         evaluate_param = evaluate.detection_evaluate_param if evaluate is not None else caffe_pb2.DetectionEvaluateParameter()
         background = detection.detection_output_param.background_label_id
@@ -428,6 +533,24 @@ class Trainer:
         return voc_evaluate(detections, truth, classes, iou_threshold=evaluate_param.overlap_threshold,
                             ap_version=self.param.ap_version or "Integral",
                             evaluate_difficult=evaluate_param.evaluate_difficult_gt).mean_ap
+
+    def _keep_samples(self, index, offset, images, rows, gt_rows) -> None:
+        """The first test images of net #0 with their detections, for TensorBoard."""
+        if index != 0 or self.tensorboard_dir is None:
+            return
+        for i in range(max(0, min(len(images), summaries.TEST_IMAGES - offset))):
+            self._test_samples.append(summaries.TestSample(images[i], rows[rows[:, 0] == i], gt_rows[gt_rows[:, 0] == i]))
+
+    def _board_images(self, board, net) -> None:
+        from caffessd.train.data import parse_layer
+
+        transform = parse_layer(net.data_layers[0].layer, "TEST").transform
+        detection = next((i.layer for i in net.infos if i.type == "DetectionOutput"), None)
+        names = None
+        label_map = detection.detection_output_param.save_output_param.label_map_file if detection else ""
+        if label_map and Path(label_map).is_file():
+            names = protoio.labelmap_names(label_map)
+        board.images(self.solver.iter, self._test_samples, transform.mean, transform.scale, names)
 
     def plot(self) -> Optional[Path]:
         """PNG of the smoothed training loss and the test mAP, beside the snapshots."""

@@ -2,8 +2,13 @@
 
 Weights stay in Caffe's layout (O, I/group, kh, kw) in the variables, so
 snapshots need no conversion; each call transposes them to TensorFlow's
-(kh, kw, I, O). Padding is always explicit (never SAME): Caffe pads `pad`
-cells on both sides and floors the output size.
+(kh, kw, I, O). Caffe pads `pad` cells on both sides and floors the output
+size. That is passed to TensorFlow as "VALID" when there is no padding, as
+"SAME" when TensorFlow's SAME pads exactly the same cells (stride 1 with
+centred kernels, and stride 2 on odd sizes), else as an explicit tf.pad of
+the cells the windows reach followed by a VALID convolution: oneDNN's
+backward kernels take VALID and SAME, while an EXPLICIT-padded Conv2D falls
+back to Eigen's 2-4x slower backward pass.
 """
 from __future__ import annotations
 
@@ -15,6 +20,27 @@ from caffessd.errors import UnsupportedLayerError
 
 def _explicit(pad):
     return [[0, 0], [pad[0], pad[0]], [pad[1], pad[1]], [0, 0]]
+
+
+def _padding_mode(pad, kernel, stride, dilation, in_hw, out_hw):
+    """"VALID" or "SAME" when either computes Caffe's windows, else None."""
+    if not any(pad):
+        return "VALID"
+    for p, k, s, d, size, out in zip(pad, kernel, stride, dilation, in_hw, out_hw):
+        extent = (k - 1) * d + 1
+        same_out = -(-size // s)
+        total = max((same_out - 1) * s + extent - size, 0)
+        if same_out != out or total // 2 != p:
+            return None
+    return "SAME"
+
+
+def _padded(tf, x, pad, kernel, stride, dilation, in_hw, out_hw):
+    """x padded with Caffe's zeros where the windows reach (the right/bottom
+    cells past the last window are left out)."""
+    after = [max(0, (o - 1) * s + (k - 1) * d + 1 - size - p)
+             for p, k, s, d, size, o in zip(pad, kernel, stride, dilation, in_hw, out_hw)]
+    return tf.pad(x, [[0, 0], [pad[0], after[0]], [pad[1], after[1]], [0, 0]])
 
 
 @builder("Convolution")
@@ -29,22 +55,25 @@ def convolution(ctx, info):
     channels = info.input_shapes[0][1]
     out_channels = param.num_output
     strides = [1, stride[0], stride[1], 1]
+    in_hw, out_hw = info.input_shapes[0][2:4], info.output_shapes[0][2:4]
+    mode = _padding_mode(pad, kernel, stride, dilation, in_hw, out_hw)
+    if mode is None:
+        x = _padded(tf, x, pad, kernel, stride, dilation, in_hw, out_hw)
+        mode = "VALID"
     if group == 1:
-        y = tf.nn.conv2d(x, tf.transpose(weight, [2, 3, 1, 0]), strides, _explicit(pad),
+        y = tf.nn.conv2d(x, tf.transpose(weight, [2, 3, 1, 0]), strides, mode,
                          dilations=[1, dilation[0], dilation[1], 1])
     elif group == channels and out_channels % channels == 0:
         # Depthwise: Caffe's output channel c*m + j reads input channel c.
         multiplier = out_channels // channels
         filt = tf.reshape(weight, [channels, multiplier, kernel[0], kernel[1]])
         filt = tf.transpose(filt, [2, 3, 0, 1])
-        if any(pad):
-            x = tf.pad(x, _explicit(pad))
-        y = tf.nn.depthwise_conv2d(x, filt, strides, "VALID", dilations=list(dilation))
+        y = tf.nn.depthwise_conv2d(x, filt, strides, mode, dilations=list(dilation))
     else:
         # General groups: TensorFlow's CPU conv2d has no groups, so split.
         xs = tf.split(x, group, axis=3)
         ws = tf.split(weight, group, axis=0)
-        y = tf.concat([tf.nn.conv2d(xi, tf.transpose(wi, [2, 3, 1, 0]), strides, _explicit(pad),
+        y = tf.concat([tf.nn.conv2d(xi, tf.transpose(wi, [2, 3, 1, 0]), strides, mode,
                                     dilations=[1, dilation[0], dilation[1], 1]) for xi, wi in zip(xs, ws)], axis=3)
     if len(params) > 1:
         y = y + params[1]

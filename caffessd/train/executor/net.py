@@ -22,6 +22,8 @@ from caffessd.errors import CaffessdError, UnsupportedLayerError
 from caffessd.layers import DATA_LAYER_TYPES
 from caffessd.net import Net, filter_phase
 from caffessd.train.executor.context import ForwardContext
+from caffessd.train.executor.fusion import plan_batch_norm_scale
+from caffessd.train.executor.normalization import batch_norm_scale
 from caffessd.train.executor.registry import BUILDERS
 from caffessd.train.tfimport import tensorflow
 from caffessd.generators.init_weights import init_weights
@@ -30,9 +32,14 @@ from caffessd.generators.init_weights import init_weights
 EVALUATION_TYPES = {"DetectionOutput", "DetectionEvaluate", "Accuracy"}
 # Layers whose tops are fed from outside the graph.
 INPUT_TYPES = DATA_LAYER_TYPES | {"Input"}
+# Loss layers: their matching runs in numpy, outside an XLA-compiled body.
+LOSS_TYPES = {"MultiBoxLoss"}
 # The blobs' dtype. float32 as Caffe; tests set float64 to tell an arithmetic
 # error from float32 rounding (e.g. the distributed equality with BatchNorm).
 PARAM_DTYPE = np.float32
+# Run BatchNorm+Scale pairs as one fused op (caffessd.train.executor.fusion).
+# False runs every layer on its own (the benchmark's "before", a check in tests).
+FUSE_BN_SCALE = True
 
 
 @dataclass
@@ -124,6 +131,7 @@ class TFNet:
         shapes.update(input_shapes or {})
         self.infos = list(self.net.walk(shapes, with_weights=False))
         self.data_layers = [i for i in self.infos if i.type in INPUT_TYPES]
+        self.bn_scale = plan_batch_norm_scale(self.infos)       # BatchNorm name -> its Scale
         self.image_shape = next((i.output_shapes[0] for i in self.data_layers), None)
         for info in self.infos:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
@@ -138,11 +146,26 @@ class TFNet:
 
     @property
     def loss_layers(self) -> List[str]:
-        return [i.name for i in self.infos if i.type in ("MultiBoxLoss",)]
+        return [i.name for i in self.infos if i.type in LOSS_TYPES]
+
+    def loss_inputs(self) -> List[str]:
+        """The blobs the loss layers read that the net computes (not the fed data tops):
+        what an XLA-compiled body hands to the losses."""
+        fed = {top for info in self.data_layers for top in info.layer.top}
+        blobs = []
+        for info in self.infos:
+            if info.type in LOSS_TYPES:
+                blobs.extend(b for b in info.layer.bottom if b not in fed and b not in blobs)
+        return blobs
 
     def forward(self, feeds: Dict[str, object], training: Optional[bool] = None, update_stats: bool = False,
-                stop_after: Optional[str] = None, compute_dtype=None) -> ForwardContext:
-        """Run the layers on `feeds` ({data top: NCHW tensor}); returns the context with all blobs."""
+                stop_after: Optional[str] = None, compute_dtype=None, fuse: Optional[bool] = None,
+                part: str = "all") -> ForwardContext:
+        """Run the layers on `feeds` ({data top: NCHW tensor}); returns the context with all blobs.
+        `fuse`: BatchNorm+Scale pairs as one op (default FUSE_BN_SCALE); False gives every
+        layer its own output (the trainer's diagnosis of a non-finite loss).
+        `part`: "all" layers, the "body" (all but the loss layers) or only the "losses"
+        (fed the body's loss_inputs() besides the data tops)."""
         training = self.phase == "TRAIN" if training is None else training
         ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype, self.options)
         tf = ctx.tf
@@ -150,10 +173,19 @@ class TFNet:
             if compute_dtype is not None and value.dtype.is_floating and blob == self.data_layers[0].layer.top[0]:
                 value = tf.cast(value, compute_dtype)
             ctx.feed(blob, value)
+        fuse = FUSE_BN_SCALE if fuse is None else fuse
+        fused_now = set()
         for info in self.infos:
             if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:
                 continue
-            BUILDERS[info.type](ctx, info)
+            if (part == "body" and info.type in LOSS_TYPES) or (part == "losses" and info.type not in LOSS_TYPES):
+                continue
+            partner = self.bn_scale.get(info.name) if fuse and info.name != stop_after else None
+            if partner is not None:
+                batch_norm_scale(ctx, info, partner)
+                fused_now.add(partner.name)
+            elif info.name not in fused_now:  # a fused pair's Scale ran with its BatchNorm
+                BUILDERS[info.type](ctx, info)
             if stop_after is not None and info.name == stop_after:
                 break
         return ctx

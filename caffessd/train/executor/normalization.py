@@ -8,6 +8,9 @@ biased variance, and updates the blobs as
     mean_sum = maf * mean_sum + batch_mean
     var_sum  = maf * var_sum + m / (m - 1) * batch_var     (m = N*H*W)
 (batch_norm_layer.cpp). The stored statistics are sums / factor.
+
+A BatchNorm followed by its Scale layer runs as one op (`batch_norm_scale`,
+planned by caffessd.train.executor.fusion).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from caffessd.train.executor.context import NCHW, NHWC
 from caffessd.train.executor.registry import builder
 
 
-# Use TensorFlow's fused kernel for NHWC training statistics on one replica
+# Use TensorFlow's fused kernel for NHWC float32 BatchNorm on one replica
 # (faster; same arithmetic up to float rounding as the two-pass form).
 FUSED = True
 
@@ -67,8 +70,19 @@ def _batch_moments(tf, x, axes, layout, rank, ctx):
     return mean, var
 
 
-@builder("BatchNorm")
-def batch_norm(ctx, info):
+def _moving_average_fraction(param) -> float:
+    return float(param.moving_average_fraction) if param.HasField("moving_average_fraction") else 0.999
+
+
+def _use_kernel(tf, x, layout: str, rank: int) -> bool:
+    """TensorFlow's fused batch-norm kernel: NHWC, 4-d, float32, one replica
+    (a replicated batch needs the synchronised two-pass statistics)."""
+    return FUSED and layout == NHWC and rank == 4 and _replicas(tf) == 1 and x.dtype == tf.float32
+
+
+def _normalise(ctx, info, factor=None, bias=None):
+    """Caffe's BatchNorm of the layer's bottom, then `* factor + bias` per channel
+    when a Scale layer's blobs are given. Returns (output, layout)."""
     tf = ctx.tf
     layer, param = info.layer, info.layer.batch_norm_param
     eps = float(param.eps) if param.HasField("eps") else 1e-5
@@ -79,36 +93,69 @@ def batch_norm(ctx, info):
     rank = len(info.input_shapes[0])
     axis = _channel_axis(layout, rank)
     reduce_axes = [a for a in range(rank) if a != axis]
-    mean_sum, var_sum, factor = ctx.params(info)
-    if uses_global_stats(layer, ctx.training):
-        scale = tf.where(factor[0] == 0, tf.zeros_like(factor[0]), 1.0 / factor[0])
-        mean, var = mean_sum * scale, var_sum * scale
-    elif FUSED and layout == NHWC and rank == 4 and _replicas(tf) == 1 and x.dtype != tf.float64:
-        # TensorFlow's fused kernel normalises with the biased batch variance, as
-        # Caffe does, and returns the Bessel-corrected one, which is exactly
-        # Caffe's m/(m-1) * var for the running sum.
-        channels = info.input_shapes[0][1]
-        ones, zeros = tf.ones([channels], x.dtype), tf.zeros([channels], x.dtype)
-        y, mean, corrected = tf.compat.v1.nn.fused_batch_norm(x, ones, zeros, epsilon=eps, is_training=True)
-        if ctx.update_stats:
-            maf = float(param.moving_average_fraction) if param.HasField("moving_average_fraction") else 0.999
-            ctx.add_stat_update(factor, factor * maf + 1)
-            ctx.add_stat_update(mean_sum, mean_sum * maf + tf.stop_gradient(mean))
-            ctx.add_stat_update(var_sum, var_sum * maf + tf.stop_gradient(corrected))
-        ctx.set(layer, 0, tf.cast(y, compute_dtype), layout)
-        return
+    mean_sum, var_sum, scale_factor = ctx.params(info)
+    channels = info.input_shapes[0][1]
+    if factor is not None:
+        factor = tf.cast(factor, x.dtype)
+        bias = tf.zeros([channels], x.dtype) if bias is None else tf.cast(bias, x.dtype)
+    global_stats = uses_global_stats(layer, ctx.training)
+    if _use_kernel(tf, x, layout, rank):
+        # The fused kernel normalises with the biased batch variance, as Caffe
+        # does, and returns the Bessel-corrected one, which is exactly Caffe's
+        # m/(m-1) * var for the running sum. With global statistics it is the
+        # inference form of the same kernel.
+        ones = tf.ones([channels], x.dtype) if factor is None else factor
+        zeros = tf.zeros([channels], x.dtype) if bias is None else bias
+        if global_stats:
+            mean, var = _global_moments(tf, mean_sum, var_sum, scale_factor)
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, ones, zeros, mean, var, epsilon=eps, is_training=False)
+        else:
+            y, mean, corrected = tf.compat.v1.nn.fused_batch_norm(x, ones, zeros, epsilon=eps, is_training=True)
+            if ctx.update_stats:
+                _update_statistics(ctx, param, (mean_sum, var_sum, scale_factor), mean, corrected)
+        return tf.cast(y, compute_dtype), layout
+    if global_stats:
+        mean, var = _global_moments(tf, mean_sum, var_sum, scale_factor)
     else:
         mean, var = _batch_moments(tf, x, reduce_axes, layout, rank, ctx)
         if ctx.update_stats:
-            maf = float(param.moving_average_fraction) if param.HasField("moving_average_fraction") else 0.999
-            m = _replica_sum(tf, tf.cast(tf.size(x) // info.input_shapes[0][1], x.dtype))
+            m = _replica_sum(tf, tf.cast(tf.size(x) // channels, x.dtype))
             correction = tf.where(m > 1, m / tf.maximum(m - 1, 1), 1.0)
-            batch_mean, batch_var = tf.stop_gradient(mean), tf.stop_gradient(var)
-            ctx.add_stat_update(factor, factor * maf + 1)
-            ctx.add_stat_update(mean_sum, mean_sum * maf + batch_mean)
-            ctx.add_stat_update(var_sum, var_sum * maf + correction * batch_var)
+            _update_statistics(ctx, param, (mean_sum, var_sum, scale_factor), mean, correction * var)
     y = (x - _per_channel(ctx, mean, layout, rank)) / _per_channel(ctx, tf.sqrt(var + eps), layout, rank)
-    ctx.set(layer, 0, tf.cast(y, compute_dtype), layout)
+    if factor is not None:
+        y = y * _per_channel(ctx, factor, layout, rank) + _per_channel(ctx, bias, layout, rank)
+    return tf.cast(y, compute_dtype), layout
+
+
+def _global_moments(tf, mean_sum, var_sum, scale_factor):
+    """The stored statistics: running sums over their weight (0 when the weight is 0, as Caffe)."""
+    scale = tf.where(scale_factor[0] == 0, tf.zeros_like(scale_factor[0]), 1.0 / scale_factor[0])
+    return mean_sum * scale, var_sum * scale
+
+
+def _update_statistics(ctx, param, blobs, batch_mean, unbiased_var):
+    """Caffe's running sums: factor = maf * factor + 1, sums = maf * sums + batch value."""
+    tf = ctx.tf
+    mean_sum, var_sum, scale_factor = blobs
+    maf = _moving_average_fraction(param)
+    ctx.add_stat_update(scale_factor, scale_factor * maf + 1)
+    ctx.add_stat_update(mean_sum, mean_sum * maf + tf.stop_gradient(batch_mean))
+    ctx.add_stat_update(var_sum, var_sum * maf + tf.stop_gradient(unbiased_var))
+
+
+@builder("BatchNorm")
+def batch_norm(ctx, info):
+    y, layout = _normalise(ctx, info)
+    ctx.set(info.layer, 0, y, layout)
+
+
+def batch_norm_scale(ctx, info, scale_info):
+    """A BatchNorm and the Scale layer after it (caffessd.train.executor.fusion)
+    as one op: the Scale's float32 blobs are the kernel's scale and offset."""
+    blobs = ctx.variables[scale_info.name]
+    y, layout = _normalise(ctx, info, blobs[0], blobs[1] if len(blobs) > 1 else None)
+    ctx.set(scale_info.layer, 0, y, layout)
 
 
 @builder("Scale")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from caffessd.priorbox import prior_boxes
 from caffessd.train import multibox
 from caffessd.train.executor.registry import builder
-from caffessd.train.loss import multibox_loss
+from caffessd.train.loss import multibox_loss_parts
 
 
 @builder("PriorBox")
@@ -23,8 +23,10 @@ def multibox_loss_layer(ctx, info):
     loc, conf, priors, gt = (ctx.get(b) for b in layer.bottom[:4])
     if loc.dtype == ctx.tf.float16:  # mixed precision: the loss in float32
         loc, conf = ctx.tf.cast(loc, ctx.tf.float32), ctx.tf.cast(conf, ctx.tf.float32)
-    loss, num_matches, positives = multibox_loss(loc, conf, priors, gt, settings)
+    (loc_part, conf_part), num_matches, positives = multibox_loss_parts(loc, conf, priors, gt, settings)
+    loss = loc_part + conf_part
     weight = layer.loss_weight[0] if layer.loss_weight else 1.0
     ctx.set(layer, 0, loss)
     ctx.losses[layer.top[0]] = loss * weight
-    ctx.aux[layer.name] = {"num_matches": num_matches, "positives": positives}
+    ctx.aux[layer.name] = {"num_matches": num_matches, "positives": positives,
+                           "loc": loc_part * weight, "conf": conf_part * weight}
