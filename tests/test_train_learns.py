@@ -14,9 +14,15 @@ subprocess, nothing edited by hand (docs/training-recipe.md):
 
 Data: seed 0, 1000 trainval and 80 held-out 128x128 images, one object each,
 its side 30-70% of the image.
-The numbers (voc07 mAP on the 80 held-out images, 2-core machine) are in
-docs/training-recipe.md; the test asks for the untrained net at chance
-(<= 0.1), the trained one well above it, and detect finding shapes.
+
+Measured (voc07 mAP on the 80 held-out images): the test net every 50
+iterations 0.019, 0.045, 0.075, 0.112, 0.159, 0.182, 0.264, 0.237, 0.231,
+0.256; the merged deploy net 0.269 in `caffessd eval`; detect at score >= 0.1
+finds 22 of the 40 shapes in the first 40 held-out photos (IoU >= 0.5, right
+class); the untrained net (gen-model's fillers) 0.002. The test asks for the
+untrained net at chance (<= 0.1), >= 0.15 after
+training (about 10x chance) and detect finding a third of the shapes. About
+2.5 minutes on a quiet 2-core machine (8 under heavy load).
 """
 import json
 import re
@@ -28,7 +34,7 @@ pytest.importorskip("tensorflow")
 
 ITERATIONS = 500
 BATCH = 16
-# Measured 0.XX (test net at the last iteration) and 0.XX (merged deploy net in eval).
+# Measured 0.256 (test net at the last iteration) and 0.269 (merged deploy net in eval).
 MIN_MAP = 0.15
 
 
@@ -91,7 +97,6 @@ def test_untrained_net_is_at_chance(trained, run_cli, tmp_path):
 
 
 def test_trained_net_finds_the_shapes(trained):
-    print("test mAP during training:", trained["test_maps"], "merged deploy net in eval:", trained["eval_map"])
     # A test every tenth of the run, the last at the end.
     assert len(trained["test_maps"]) == 10, trained["log"][-2000:]
     assert trained["test_maps"][-1] >= MIN_MAP, trained["test_maps"]
@@ -110,5 +115,4 @@ def test_detect_finds_held_out_shapes(trained, run_cli, tmp_path):
         for label, box in ground_truth(data / "Annotations" / f"{name}.xml"):
             total += 1
             found += any(d["name"] == label and iou(d["box"], box) >= 0.5 for d in entry["detections"])
-    print(f"detect: {found} of {total} held-out shapes found")
-    assert found >= total / 4, (found, total)
+    assert found >= total / 3, (found, total)
