@@ -22,8 +22,9 @@ from caffessd.errors import CaffessdError
 
 def tensorflow(needed_for: str = "this command"):
     """The tensorflow module, or a CaffessdError naming the extra to install."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+    loaded = sys.modules.get("tensorflow")
+    if loaded is not None:  # None: an import that is blocked (or failed): let `import` say so below
+        return loaded
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = _mute_stderr()
     try:
