@@ -43,3 +43,29 @@ def test_error_surfaces_at_its_item_and_inline_mode():
     with pytest.raises(ValueError, match="bad item 2"):
         next(gen)
     assert list(ordered_map(lambda i: i + 1, range(3), workers=0)) == [1, 2, 3]
+
+
+def test_closing_early_never_waits_for_a_running_item():
+    """A generator closed mid-way (an error in the consumer, or the garbage
+    collector finalising an abandoned one while its thread holds locks) must
+    not join its workers: one may be busy for a long time, or need a lock that
+    the closing thread holds."""
+    release = threading.Event()
+
+    def work(i):
+        if i == 1:
+            release.wait(10)       # stands for a worker that cannot finish yet
+        return i
+
+    gen = ordered_map(work, range(4), workers=2)
+    assert next(gen) == 0
+    time.sleep(0.05)               # item 1 is running now
+    start = time.perf_counter()
+    gen.close()
+    waited = time.perf_counter() - start
+    release.set()
+    assert waited < 1.0, f"close() waited {waited:.1f} s for a running worker"
+    # Run to its end, the pool's threads are joined: none is left behind.
+    before = threading.active_count()
+    assert list(ordered_map(lambda i: i, range(20), workers=3)) == list(range(20))
+    assert threading.active_count() <= before

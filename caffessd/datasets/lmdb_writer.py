@@ -15,6 +15,7 @@ import random
 import shutil
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Tuple
@@ -325,7 +326,8 @@ def make_lmdb(dataset, out, label_of: Mapping[str, int], options: ConvertOptions
             jobs = ((index, entries[index]) for index in order)
             results = ordered_map(lambda job: convert_entry(dataset, job[1], job[0], label_of, options), jobs,
                                   workers=workers)
-            with Progress(len(order), "make-lmdb", unit="img", enabled=progress) as bar:
+            # closing: an error leaves the conversion threads stopped here, not to the garbage collector.
+            with closing(results), Progress(len(order), "make-lmdb", unit="img", enabled=progress) as bar:
                 for position, result in enumerate(results):
                     bar.update(extra=f"{summary.objects + result.objects} boxes, {len(summary.skipped)} skipped")
                     if result.error is None and options.check_size:

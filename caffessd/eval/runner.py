@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -24,7 +25,7 @@ from caffessd.datasets import open_dataset
 from caffessd.datasets.open import FORMATS
 from caffessd.protoio import labelmap_names
 from caffessd.util.parallel import ordered_map
-from caffessd.image.preprocess import load_image, make_blob
+from caffessd.image.preprocess import load_image
 from caffessd.util.progress import Progress
 from caffessd.eval.wider import find_ground_truth_dir, key_for, load_ground_truth, wider_evaluate, write_results
 from caffessd.eval.voc import VocAccumulator
@@ -175,8 +176,9 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
         return record, [detector.prepare(image) for detector in detectors], width, height
 
     count, start = 0, time.perf_counter()
-    with Progress(total, "evaluating", unit="img", enabled=progress) as bar:
-        for index, (record, blobs, width, height) in enumerate(ordered_map(prepare, records, workers=workers)):
+    prepared = ordered_map(prepare, records, workers=workers)
+    with closing(prepared), Progress(total, "evaluating", unit="img", enabled=progress) as bar:
+        for index, (record, blobs, width, height) in enumerate(prepared):
             for run, scorer, blob in zip(runs, scorers, blobs):
                 rows = run.detector.run_blob(blob)
                 scorer.add(record, index, _named(run, rows, width, height, record))

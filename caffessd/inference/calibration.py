@@ -5,6 +5,7 @@ Every problem is a FormatError naming the folder or image, so the quantize
 command answers bad input with one line."""
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Iterator, List
 
@@ -68,9 +69,10 @@ def calibration_blobs(source, count: int, prep: Preprocessing, workers: int = 2,
     """The model-input blobs (1x3xHxW float32) of up to `count` images, resized
     and normalised on `workers` threads, with progress on stderr for many."""
     blobs = []
-    with Progress(count, "calibration images", enabled=count > 10) as progress:
-        for blob in ordered_map(lambda image: make_blob(image, prep), calibration_images(source, count, allow_outside),
-                                workers):
+    prepared = ordered_map(lambda image: make_blob(image, prep), calibration_images(source, count, allow_outside),
+                           workers)
+    with closing(prepared), Progress(count, "calibration images", enabled=count > 10) as progress:
+        for blob in prepared:
             blobs.append(blob)
             progress.update()
     if not blobs:

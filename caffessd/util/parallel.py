@@ -28,15 +28,20 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2,
     ahead = max(1, ahead if ahead is not None else 2 * workers)
     iterator = iter(items)
     pending: Deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caffessd") as pool:
-        try:
-            for item in iterator:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= ahead:
-                    yield pending.popleft().result()
-            while pending:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caffessd")
+    finished = False
+    try:
+        for item in iterator:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
                 yield pending.popleft().result()
-        finally:
-            # Stop early (consumer broke off, error, Ctrl-C): drop what has not started.
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+        finished = True
+    finally:
+        # Stopped early (the consumer broke off, an error, Ctrl-C): drop what has
+        # not started and do not wait for what has. An abandoned generator may be
+        # closed by the garbage collector, in whatever thread it runs in and while
+        # that thread holds locks (threading's own among them) that a worker needs
+        # to finish: joining the workers there can deadlock the process.
+        pool.shutdown(wait=finished, cancel_futures=True)
