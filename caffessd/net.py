@@ -92,6 +92,16 @@ def filter_phase(param: caffe_pb2.NetParameter, phase: str = "TEST",
     return kept
 
 
+def last_writers(layers) -> Dict[str, str]:
+    """Blob name -> the name of the last layer that writes it (in-place layers
+    such as ReLU write their input again: the exported node is the last one)."""
+    writers = {}
+    for layer in layers:
+        for top in layer.top:
+            writers[top] = layer.name
+    return writers
+
+
 class Net:
     """Layers of one phase, their weights (by layer name) and shape inference."""
 

@@ -139,15 +139,9 @@ def apply_variant(variant: str, model: Path, iterations: int) -> None:
         solver.type, solver.base_lr, solver.momentum, solver.momentum2 = "Adam", 0.005, 0.9, 0.999
         solver.lr_policy, solver.gamma = "multistep", 0.1
         solver.stepvalue[:] = [iterations * 3 // 4]
-        net = protoio.read_net(model / "train.prototxt")
-        for layer in net.layer:
-            if layer.type == "AnnotatedData":
-                layer.transform_param.ClearField("distort_param")
-                layer.transform_param.ClearField("expand_param")
-                del layer.annotated_data_param.batch_sampler[1:]  # the first is the whole image
-            if layer.type == "BatchNorm":
-                layer.batch_norm_param.moving_average_fraction = 0.9
-        protoio.write_prototxt(net, model / "train.prototxt")
+        from train_shapes import simplify_train_net
+
+        simplify_train_net(model / "train.prototxt")
     protoio.write_prototxt(solver, solver_path)
 
 

@@ -203,8 +203,8 @@ def speed_table(sizes, nets, batch, steps, rounds, classes, versions, xla):
     print(f"speed: batch {batch}, {rounds} rounds of {steps} steps each (Keras and the net alternating), "
           f"medians; {classes} classes")
     print("ratio = caffessd img/s / Keras img/s; /MAC: with both nets' work made equal; cpu: by process CPU time")
-    print(f"| version | net | size | caffessd img/s | Keras img/s | ratio | GMAC/img (Keras) | ratio/MAC "
-          f"| CPU ms/img (Keras) | ratio/MAC by CPU |")
+    print("| version | net | size | caffessd img/s | Keras img/s | ratio | GMAC/img (Keras) | ratio/MAC "
+          "| CPU ms/img (Keras) | ratio/MAC by CPU |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         for label, code in versions:
@@ -245,19 +245,9 @@ def memory_table(sizes, nets, batches, classes, versions):
 # ---------------------------------------------------------------- data
 
 def make_lmdb(folder: Path, count: int) -> Path:
-    from train_data_helpers import write_lmdb
+    from train_data_helpers import noise_items, write_lmdb
 
-    rng = np.random.default_rng(0)
-    items = []
-    for i in range(count):
-        image = rng.integers(0, 255, (375, 500, 3), dtype=np.uint8)
-        objects = []
-        for _ in range(int(rng.integers(1, 5))):
-            w, h = int(rng.integers(40, 250)), int(rng.integers(40, 180))
-            x, y = int(rng.integers(0, 500 - w)), int(rng.integers(0, 375 - h))
-            objects.append((int(rng.integers(1, 21)), (x, y, x + w, y + h), False))
-        items.append((f"img{i:05d}", image, objects))
-    return write_lmdb(folder / "bench_lmdb", items, encode=".jpg")
+    return write_lmdb(folder / "bench_lmdb", noise_items(count, min_side=40), encode=".jpg")
 
 
 def pipeline_alone(layer, batches: int):

@@ -18,27 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
 def make_lmdb(workdir: Path, count: int) -> Path:
-    from train_data_helpers import write_lmdb
+    from train_data_helpers import noise_items, write_lmdb
 
-    rng = np.random.default_rng(0)
-    items = []
-    for i in range(count):
-        image = rng.integers(0, 255, (375, 500, 3), dtype=np.uint8)
-        objects = []
-        for _ in range(int(rng.integers(1, 5))):
-            w, h = int(rng.integers(20, 250)), int(rng.integers(20, 180))
-            x, y = int(rng.integers(0, 500 - w)), int(rng.integers(0, 375 - h))
-            objects.append((int(rng.integers(1, 21)), (x, y, x + w, y + h), False))
-        items.append((f"img{i:05d}", image, objects))
-    return write_lmdb(workdir / "bench_lmdb", items, encode=".jpg")
+    return write_lmdb(workdir / "bench_lmdb", noise_items(count, min_side=20), encode=".jpg")
 
 
 def layer_for(workdir: Path, side: int, stage: str, source: Path, batch: int):

@@ -182,6 +182,24 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def assert_same_face_rows(engines, photos, width: int, height: int, score_tol: Optional[float] = None) -> None:
+    """On each photo, every engine after the first finds as many faces (score
+    >= 0.5) as the first, the first of them at IoU >= 0.9 with the first
+    engine's (and, with `score_tol`, a score that close): what a reduced-
+    precision artifact must keep of its float32 original."""
+    for photo in photos:
+        blob = photo_blob(photo, width, height)
+        results = [engine.run(blob) for engine in engines]
+        reference = results[0][results[0][:, 2] >= 0.5]
+        assert len(reference) == 1, f"{photo}: the float32 model finds {len(reference)} faces"
+        for engine, rows in zip(engines[1:], results[1:]):
+            faces = rows[rows[:, 2] >= 0.5]
+            assert len(faces) == 1, f"{photo}: {engine.describe()} finds {len(faces)} faces"
+            assert iou(faces[0, 3:7], reference[0, 3:7]) >= 0.9, (photo, engine.describe())
+            if score_tol is not None:
+                assert abs(faces[0, 2] - reference[0, 2]) < score_tol, (photo, engine.describe())
+
+
 def layer_types(param_text: str) -> Dict[str, int]:
     counts: Dict[str, int] = {}
     for line in param_text.splitlines()[2:]:

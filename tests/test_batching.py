@@ -29,42 +29,37 @@ def photos(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 def _as_dicts(results):
     return [(str(r.source), [d.to_dict() for d in r.detections]) for r in results]
 
 
-def test_batches_and_threads_give_one_by_one_results(photos, cache):
-    single = Detector(cache=cache, threshold=0.3)
+def test_batches_and_threads_give_one_by_one_results(photos, model_cache):
+    single = Detector(cache=model_cache, threshold=0.3)
     expected = [(str(p), [d.to_dict() for d in single(p)]) for p in photos]
     assert sum(len(found) for _, found in expected) >= len(photos), "faces found in the photos"
     assert _as_dicts(single.detect_many(photos, workers=0)) == expected
-    batched = Detector(cache=cache, threshold=0.3, batch=3)  # 7 images: batches of 3, 3 and 1 (+2 fillers)
+    batched = Detector(cache=model_cache, threshold=0.3, batch=3)  # 7 images: batches of 3, 3 and 1 (+2 fillers)
     assert batched.session.get_inputs()[0].shape[0] == 3
     for workers in (0, 1, 3):
         assert _as_dicts(batched.detect_many(photos, workers=workers)) == expected
     # Runs side by side on their own threads (a 1-thread session, as detect --streams makes it).
-    streamed = Detector(cache=cache, threshold=0.3, threads=1)
+    streamed = Detector(cache=model_cache, threshold=0.3, threads=1)
     for streams, workers in ((2, 2), (3, 0)):
         assert _as_dicts(streamed.detect_many(photos, workers=workers, streams=streams)) == expected
     assert _as_dicts(batched.detect_many(photos, workers=1, streams=2)) == expected
 
 
-def test_arrays_and_a_bad_file_keep_their_place(photos, cache, tmp_path):
+def test_arrays_and_a_bad_file_keep_their_place(photos, model_cache, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    detector = Detector(cache=cache, batch=2)
+    detector = Detector(cache=model_cache, batch=2)
     arrays = [np.asarray(Image.open(p).convert("RGB"))[:, :, ::-1].copy() for p in photos[:3]]
     inputs = [photos[0], broken, arrays[1], photos[2], arrays[2]]
     results = list(detector.detect_many(inputs, workers=2))
     assert [r.error is not None for r in results] == [False, True, False, False, False]
     assert _as_dicts(detector.detect_many(inputs, workers=2, streams=2)) == _as_dicts(results)
     assert str(broken) in str(results[1].error)
-    one_by_one = Detector(cache=cache)
+    one_by_one = Detector(cache=model_cache)
     for source, result in zip(inputs, results):
         if result.error is None:
             assert [d.to_dict() for d in result.detections] == [d.to_dict() for d in one_by_one(source)]
@@ -104,16 +99,16 @@ def test_exported_batch_model(run_cli, photos, tmp_path):
     assert wrong.returncode == 1 and len(lines) == 1 and "takes batches of 2" in lines[0] and str(model) in lines[0]
 
 
-def test_optimized_model_is_cached_and_reused(cache, photos):
-    first = Detector(cache=cache)
-    optimized = list((cache / "optimized").glob("*.onnx"))
+def test_optimized_model_is_cached_and_reused(model_cache, photos):
+    first = Detector(cache=model_cache)
+    optimized = list((model_cache / "optimized").glob("*.onnx"))
     assert optimized, "the optimised graph is saved in the cache"
     stamp = optimized[0].stat().st_mtime_ns
-    second = Detector(cache=cache)
+    second = Detector(cache=model_cache)
     assert optimized[0].stat().st_mtime_ns == stamp, "the second start loads it, no rewrite"
     assert [d.to_dict() for d in first(photos[1])] == [d.to_dict() for d in second(photos[1])]
-    optimized[0].write_bytes(b"truncated")  # a damaged cache file is rebuilt, not an error
-    third = Detector(cache=cache)
+    optimized[0].write_bytes(b"truncated")  # a damaged model_cache file is rebuilt, not an error
+    third = Detector(cache=model_cache)
     assert [d.to_dict() for d in third(photos[1])] == [d.to_dict() for d in first(photos[1])]
 
 

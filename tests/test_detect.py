@@ -12,19 +12,9 @@ from caffessd.inference.detector import Detector, default_model, sample_image
 cv2 = pytest.importorskip("cv2")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def detector(cache):
-    return Detector(cache=cache)
-
-
 @pytest.fixture
-def cli_env(cache):
-    return {**os.environ, "CAFFESSD_CACHE": str(cache)}
+def cli_env(model_cache):
+    return {**os.environ, "CAFFESSD_CACHE": str(model_cache)}
 
 
 def opencv_faces(photo, threshold=0.5):

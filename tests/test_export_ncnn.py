@@ -30,8 +30,8 @@ from caffessd.net import Net  # noqa: E402
 from caffessd.inference.session import run_onnx  # noqa: E402
 from caffessd.onnxconv import read_metadata, to_onnx  # noqa: E402
 from conftest import run_in_process  # noqa: E402
-from export_helpers import (NETS, assert_close, build_export_net, detect_json, iou, json_rows,  # noqa: E402
-                            layer_types, match_detections, onnx_outputs, photo_blob)
+from export_helpers import (NETS, assert_close, assert_same_face_rows, build_export_net, detect_json,  # noqa: E402
+                            json_rows, layer_types, match_detections, onnx_outputs, photo_blob)
 from onnx_parity import build_net  # noqa: E402
 from test_onnx_layers import NETS as LAYER_NETS  # noqa: E402
 
@@ -189,15 +189,7 @@ def test_fp16_weights_and_arithmetic_find_the_same_faces(face_prototxt, face_caf
     assert half.bin_path.stat().st_size < 0.55 * full.bin_path.stat().st_size
     engines = [open_engine(full.param_path), open_engine(half.param_path),
                open_engine(half.param_path, precision="f16")]
-    for photo in face_photos:
-        blob = photo_blob(photo, 320, 240)
-        results = [e.run(blob) for e in engines]
-        reference = results[0][results[0][:, 2] >= 0.5]
-        assert len(reference) == 1
-        for rows in results[1:]:
-            faces = rows[rows[:, 2] >= 0.5]
-            assert len(faces) == len(reference)
-            assert iou(faces[0, 3:7], reference[0, 3:7]) >= 0.9 and abs(faces[0, 2] - reference[0, 2]) < 0.01
+    assert_same_face_rows(engines, face_photos, 320, 240, score_tol=0.01)
 
 
 def test_folded_batchnorm(generated, face_photos, tmp_path):

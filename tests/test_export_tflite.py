@@ -31,8 +31,8 @@ from caffessd.onnxconv import read_metadata, to_onnx  # noqa: E402
 from caffessd.export.tflite import FULL_OUTPUTS  # noqa: E402
 from caffessd.export.tflite.export import export_tflite  # noqa: E402
 from conftest import run_in_process  # noqa: E402
-from export_helpers import (NETS, assert_close, build_export_net, detect_json, iou, json_rows,  # noqa: E402
-                            match_detections, onnx_outputs, photo_blob, scored_rows)
+from export_helpers import (NETS, assert_close, assert_same_face_rows, build_export_net, detect_json,  # noqa: E402
+                            iou, json_rows, match_detections, onnx_outputs, photo_blob, scored_rows)
 from onnx_parity import build_net  # noqa: E402
 from test_onnx_layers import NETS as LAYER_NETS  # noqa: E402
 
@@ -195,14 +195,7 @@ def test_fp16_and_int8_find_the_same_faces(face_fp32, face_prototxt, face_caffem
     assert half.path.stat().st_size < 0.6 * full_size
     assert (tmp_path / "int8.tflite").stat().st_size < 0.4 * full_size
     engines = [open_engine(p) for p in (face_fp32.path, half.path, tmp_path / "int8.tflite")]
-    for photo in face_photos:
-        blob = photo_blob(photo, 320, 240)
-        results = [e.run(blob) for e in engines]
-        reference = results[0][results[0][:, 2] >= 0.5]
-        assert len(reference) == 1
-        for rows in results[1:]:
-            faces = rows[rows[:, 2] >= 0.5]
-            assert len(faces) == 1 and iou(faces[0, 3:7], reference[0, 3:7]) >= 0.9
+    assert_same_face_rows(engines, face_photos, 320, 240)
 
 
 def test_metadata_is_the_onnx_exports(face_fp32, face_prototxt, face_caffemodel):

@@ -25,17 +25,13 @@ import pytest
 from caffessd import caffe_pb2, protoio
 from caffessd.datasets import open_dataset
 from caffessd.datasets.lmdb_writer import ConvertOptions, make_lmdb
-from conftest import run_in_process
+from conftest import FACE_CAFFEMODEL as CAFFEMODEL, FACE_DIR as FACE, FACE_PHOTOS, ROOT, run_in_process
+from conftest import FACE_PROTOTXT as PROTOTXT
 from dataset_builders import make_coco, make_voc, voc_xml, write_image
 
 resource = pytest.importorskip("resource")
 
-ROOT = Path(__file__).resolve().parent.parent
-FACE = ROOT / "models" / "yufacedetectnet"
-PROTOTXT = FACE / "yufacedetectnet-open-v2.prototxt"
-CAFFEMODEL = FACE / "yufacedetectnet-open-v2.caffemodel"
-PHOTO = FACE / "keliamoniz1.jpg"
-PHOTO2 = FACE / "keliamoniz2.jpg"
+PHOTO, PHOTO2 = FACE_PHOTOS
 MEMORY = 2 * 2 ** 30      # address-space limit of the child processes
 VOC_LABELS = {"none_of_the_above": 0, "dog": 1, "person": 2, "car": 3, "cat": 4}
 

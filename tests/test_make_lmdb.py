@@ -22,7 +22,7 @@ from caffessd.datasets.lmdb_reader import LmdbDataset
 from caffessd.datasets.lmdb_writer import ConvertOptions, make_lmdb
 from caffessd.datasets.voc import VOC_CLASSES
 from conftest import ROOT
-from dataset_builders import (VOC_IMAGES, make_coco, make_kitti, make_voc, make_wider, voc_xml, write_image)
+from dataset_builders import make_coco, make_kitti, make_voc, make_wider, voc_xml, write_image
 
 VOC_LABELS = {name: index for index, name in enumerate(VOC_CLASSES, start=1)}
 
@@ -231,7 +231,7 @@ def test_wider_and_kitti_ignore_regions(tmp_path, run_cli):
 
 
 def test_list_files_xml_json_txt(tmp_path, run_cli):
-    truth = make_voc(tmp_path)
+    make_voc(tmp_path)
     (tmp_path / "a.json").write_text(json.dumps(
         {"image": {"width": 64, "height": 48}, "annotation": [{"category_id": 2, "iscrowd": 1, "bbox": [1.5, 2, 3, 4]}]}))
     (tmp_path / "a.txt").write_text("3 1 2 30 40\n2 3.5 4 5 6\n3 4 4 8 8\n")

@@ -12,20 +12,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from caffessd.net import Net
 from caffessd.summary import format_table, summarize
+from conftest import FACE_CAFFEMODEL as CAFFEMODEL, FACE_PHOTOS, FACE_PROTOTXT as PROTOTXT, ROOT
 
 resource = pytest.importorskip("resource")
 
-ROOT = Path(__file__).resolve().parent.parent
-FACE = ROOT / "models" / "yufacedetectnet"
-PROTOTXT = FACE / "yufacedetectnet-open-v2.prototxt"
-CAFFEMODEL = FACE / "yufacedetectnet-open-v2.caffemodel"
-PHOTO = FACE / "keliamoniz1.jpg"
+PHOTO = FACE_PHOTOS[0]
 LIMIT = 3 * 2 ** 30  # address space for the whole process, interpreter and onnxruntime included
 
 

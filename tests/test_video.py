@@ -43,16 +43,6 @@ FRAMES = 45
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def detector(cache):
-    return Detector(cache=cache)
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """45 frames at 30 fps, 320x240, a face moving right 5 px a frame."""
     folder = tmp_path_factory.mktemp("clip")
@@ -69,7 +59,7 @@ def _lines(path):
         return [json.loads(line) for line in handle]
 
 
-def test_frames_equal_detect_on_the_same_frames_saved_as_images(clip, clip_results, tmp_path, cache, capsys):
+def test_frames_equal_detect_on_the_same_frames_saved_as_images(clip, clip_results, tmp_path, model_cache, capsys):
     from PIL import Image
 
     decoded = decode(clip)
@@ -78,7 +68,7 @@ def test_frames_equal_detect_on_the_same_frames_saved_as_images(clip, clip_resul
     frames.mkdir()
     for number, (_, bgr) in enumerate(decoded):
         Image.fromarray(bgr[:, :, ::-1]).save(frames / f"{number:03d}.png")
-    code, err, _ = run_in_process(["detect", frames, "--out", tmp_path / "out", "--cache-dir", cache], capsys)
+    code, err, _ = run_in_process(["detect", frames, "--out", tmp_path / "out", "--cache-dir", model_cache], capsys)
     assert code == 0, err
     by_image = json.loads((tmp_path / "out" / "detections.json").read_text())
     for number, (result, image_result, (time_, bgr)) in enumerate(zip(clip_results, by_image, decoded)):
@@ -91,9 +81,10 @@ def test_frames_equal_detect_on_the_same_frames_saved_as_images(clip, clip_resul
         assert len(result.detections) == 1 and iou(result.detections[0].box, truth) > 0.7
 
 
-def test_cli_writes_the_annotated_video_and_json_lines(clip, clip_results, tmp_path, cache, capsys):
+def test_cli_writes_the_annotated_video_and_json_lines(clip, clip_results, tmp_path, model_cache, capsys):
     out = tmp_path / "out"
-    code, err, stdout = run_in_process(["detect", clip, FACE_PHOTOS[0], "--out", out, "--cache-dir", cache], capsys)
+    code, err, stdout = run_in_process(["detect", clip, FACE_PHOTOS[0], "--out", out, "--cache-dir", model_cache],
+                                       capsys)
     assert code == 0, err
     records = _lines(out / "detections.jsonl")
     assert records[0]["file"] == str(FACE_PHOTOS[0]) and records[0]["detections"][0]["name"] == "face"
@@ -115,14 +106,14 @@ def test_cli_writes_the_annotated_video_and_json_lines(clip, clip_results, tmp_p
     assert not [p for p in out.iterdir() if p.name.startswith(".")]    # no temporary left
 
 
-def test_another_engine_runs_videos_through_the_same_code(clip, clip_results, cache):
+def test_another_engine_runs_videos_through_the_same_code(clip, clip_results, model_cache):
     """detect_video uses only the Detector's detect_many: the OpenVINO engine
     (on the face model's cached ONNX conversion) gives the same faces, frame by
     frame (boxes within 0.5 px, scores within 1e-3: engine_parity's rule)."""
     pytest.importorskip("openvino")
     from engine_parity import match_detections
 
-    detector = Detector(cache=cache, engine="openvino", threads=2)
+    detector = Detector(cache=model_cache, engine="openvino", threads=2)
     assert detector.engine.name == "openvino"
     results = list(detect_video(detector, clip))
     assert [r.index for r in results] == [r.index for r in clip_results]
@@ -154,9 +145,9 @@ def test_every_fps_start_and_duration_choose_the_frames(detector, clip, clip_res
     assert chosen(start="0:00.9", every=5) == list(range(27, FRAMES, 5))
 
 
-def test_cli_every_gives_a_video_at_the_sampled_rate(clip, tmp_path, cache, capsys):
+def test_cli_every_gives_a_video_at_the_sampled_rate(clip, tmp_path, model_cache, capsys):
     out = tmp_path / "out"
-    code, err, _ = run_in_process(["detect", clip, "--every", "3", "--out", out, "--cache-dir", cache], capsys)
+    code, err, _ = run_in_process(["detect", clip, "--every", "3", "--out", out, "--cache-dir", model_cache], capsys)
     assert code == 0, err
     assert [r["frame"] for r in _lines(out / "detections.jsonl")] == list(range(0, FRAMES, 3))
     with av.open(str(out / "walk.mp4")) as video:
@@ -222,8 +213,8 @@ def stream_bytes(tmp_path_factory):
     return path.read_bytes()
 
 
-def test_a_stream_from_a_pipe(stream_bytes, clip_results, tmp_path, cache):
-    process = _cli("detect", "-", "--out", tmp_path / "out", "--cache-dir", cache)
+def test_a_stream_from_a_pipe(stream_bytes, clip_results, tmp_path, model_cache):
+    process = _cli("detect", "-", "--out", tmp_path / "out", "--cache-dir", model_cache)
     _, err = process.communicate(stream_bytes, timeout=120)
     assert process.returncode == 0, err
     records = _lines(tmp_path / "out" / "detections.jsonl")
@@ -237,11 +228,11 @@ def test_a_stream_from_a_pipe(stream_bytes, clip_results, tmp_path, cache):
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_closes_a_playable_video_and_complete_json_lines(signum, status, stream_bytes, tmp_path, cache):
+def test_a_signal_closes_a_playable_video_and_complete_json_lines(signum, status, stream_bytes, tmp_path, model_cache):
     """Half the stream is sent and the pipe held open (a live source): the
     signal stops the run, which closes its outputs and exits 128 + signal."""
     out = tmp_path / "out"
-    process = _cli("detect", "-", "--out", out, "--cache-dir", cache, "--track")
+    process = _cli("detect", "-", "--out", out, "--cache-dir", model_cache, "--track")
     process.stdin.write(stream_bytes[:len(stream_bytes) * 2 // 3])
     process.stdin.flush()
     deadline = time.monotonic() + 60
@@ -315,14 +306,14 @@ def test_display_rotation_turns_frames_upright(detector, tmp_path):
         assert np.abs(result.image[:, :, ::-1].astype(int) - rgb).mean() < 3
 
 
-def test_bad_inputs_are_one_line(tmp_path, cache, capsys):
+def test_bad_inputs_are_one_line(tmp_path, model_cache, capsys):
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("hello\n")
-    code, err, _ = run_in_process(["detect", not_video, "--out", tmp_path / "o1", "--cache-dir", cache], capsys)
+    code, err, _ = run_in_process(["detect", not_video, "--out", tmp_path / "o1", "--cache-dir", model_cache], capsys)
     assert code == 1 and err.strip().splitlines()[-1] == \
         f"caffessd: error: {not_video}: cannot open as a video (invalid data found when processing input)"
     assert not (tmp_path / "o1").exists() or not list((tmp_path / "o1").iterdir())
-    code, err, _ = run_in_process(["detect", tmp_path / "gone.mp4", "--cache-dir", cache], capsys)
+    code, err, _ = run_in_process(["detect", tmp_path / "gone.mp4", "--cache-dir", model_cache], capsys)
     assert code == 1 and f"{tmp_path / 'gone.mp4'}: no such file" in err and "Traceback" not in err
     sound = tmp_path / "sound.mkv"
     with av.open(str(sound), "w") as output:
@@ -331,14 +322,14 @@ def test_bad_inputs_are_one_line(tmp_path, cache, capsys):
         frame.sample_rate = 44100
         for packet in list(stream.encode(frame)) + list(stream.encode()):
             output.mux(packet)
-    code, err, _ = run_in_process(["detect", sound, "--out", tmp_path / "o2", "--cache-dir", cache], capsys)
+    code, err, _ = run_in_process(["detect", sound, "--out", tmp_path / "o2", "--cache-dir", model_cache], capsys)
     assert code == 1 and f"{sound}: has no video stream" in err
     for args, message in [(["--every", "2", FACE_PHOTOS[0]], "--every apply to videos"),
                           (["--every", "2", "--fps", "5", not_video], "give one of them"),
                           (["--count", "1,2,3", not_video], "--count takes a line as X0,Y0,X1,Y1"),
                           (["--start", "soon", not_video], "--start takes seconds"),
                           (["-", "-"], "stdin can be read once")]:
-        code, err, _ = run_in_process(["detect", *args, "--cache-dir", cache], capsys)
+        code, err, _ = run_in_process(["detect", *args, "--cache-dir", model_cache], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
 
 

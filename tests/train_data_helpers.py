@@ -56,6 +56,23 @@ def synthetic_items(count: int, seed: int = 0, size=(120, 160)):
     return items
 
 
+def noise_items(count: int, min_side: int = 40, seed: int = 0, size=(375, 500), classes: int = 20):
+    """VOC-sized noise images with 1-4 random boxes each: the training
+    benchmarks' input, where only the cost per image matters, not what is learnt."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    items = []
+    for i in range(count):
+        image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        objects = []
+        for _ in range(int(rng.integers(1, 5))):
+            w, h = int(rng.integers(min_side, 250)), int(rng.integers(min_side, 180))
+            x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+            objects.append((int(rng.integers(1, classes + 1)), (x, y, x + w, y + h), False))
+        items.append((f"img{i:05d}", image, objects))
+    return items
+
+
 def write_lmdb(path: Path, items, encode: str = ".png") -> Path:
     import lmdb
 

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import click
 
-from caffessd.commands.export_options import export_metadata, preprocessing_options
-from caffessd.commands.options import max_memory_option, parse_size
+from caffessd.commands.export_options import export_metadata, net_arguments, preprocessing_options
+from caffessd.commands.options import parse_size
 from caffessd.util.outputs import check_outputs
 
 
 @click.command("export-ncnn")
-@max_memory_option
-@click.argument("prototxt", type=click.Path(dir_okay=False))
-@click.argument("caffemodel", type=click.Path(dir_okay=False))
+@net_arguments
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="folder for NAME.param, NAME.bin and NAME.caffessd.json (NAME: the net's name), "
                    "or the .param path itself")

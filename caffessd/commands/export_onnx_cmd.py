@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from caffessd.commands.export_options import export_metadata, input_shape_for_size, preprocessing_options
-from caffessd.commands.options import max_memory_option, optional_floats, parse_size
+from caffessd.commands.export_options import export_metadata, input_shape_for_size, net_arguments, preprocessing_options
+from caffessd.commands.options import optional_floats, parse_size
 from caffessd.errors import CaffessdError
 from caffessd.util.files import atomic_write, check_writable
 from caffessd.net import Net
@@ -12,9 +12,7 @@ from caffessd.util.outputs import refuse_overwriting
 
 
 @click.command("export-onnx")
-@max_memory_option
-@click.argument("prototxt", type=click.Path(dir_okay=False))
-@click.argument("caffemodel", type=click.Path(dir_okay=False))
+@net_arguments
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write")
 @click.option("--raw", is_flag=True, help="stop before DetectionOutput: outputs loc, conf (after softmax) and priors")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version (13..21)")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from caffessd.commands.export_options import export_metadata, input_shape_for_size, preprocessing_options
-from caffessd.commands.options import max_memory_option, optional_floats, parse_size
+from caffessd.commands.export_options import export_metadata, input_shape_for_size, net_arguments, preprocessing_options
+from caffessd.commands.options import optional_floats, parse_size
 from caffessd.net import Net
 from caffessd.util.files import check_writable
 from caffessd.util.lmdb_check import looks_like_lmdb
@@ -12,9 +12,7 @@ from caffessd.util.outputs import Input, check_outputs
 
 
 @click.command("export-openvino")
-@max_memory_option
-@click.argument("prototxt", type=click.Path(dir_okay=False))
-@click.argument("caffemodel", type=click.Path(dir_okay=False))
+@net_arguments
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="IR to write: NAME.xml (the weights go to NAME.bin beside it)")
 @click.option("--raw", is_flag=True, help="stop before DetectionOutput: outputs loc, conf (after softmax) and priors")

@@ -9,9 +9,16 @@ from typing import Optional, Tuple
 import click
 
 from caffessd import protoio
-from caffessd.commands.options import optional_floats, parse_size
+from caffessd.commands.options import max_memory_option, optional_floats, parse_size
 from caffessd.errors import CaffessdError
 from caffessd.netprep import NetPreprocessing, net_preprocessing
+
+
+def net_arguments(command):
+    """Decorate an export command with its PROTOTXT and CAFFEMODEL arguments (and --max-memory)."""
+    command = click.argument("caffemodel", type=click.Path(dir_okay=False))(command)
+    command = click.argument("prototxt", type=click.Path(dir_okay=False))(command)
+    return max_memory_option(command)
 
 
 def preprocessing_options(command):

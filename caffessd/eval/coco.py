@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
-
 from caffessd.errors import CaffessdError, FormatError
 
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
 
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.protoio import read_labelmap, read_prototxt
+
+if TYPE_CHECKING:   # the annotation only: the inference layer is imported where a model is loaded
+    from caffessd.inference.detector import Detector
 
 ModelArg = Union["Detector", str, Path, tuple]
 

@@ -10,7 +10,7 @@ from onnx import helper
 from caffessd import __version__
 from caffessd.errors import CaffessdError, UnsupportedLayerError
 from caffessd.layers import DATA_LAYER_TYPES, LOSS_LAYER_TYPES
-from caffessd.net import Net
+from caffessd.net import Net, last_writers
 from caffessd.onnxconv.context import ConversionContext
 from caffessd.onnxconv.metadata import normalise_preprocessing, set_metadata
 from caffessd.onnxconv.registry import EMITTERS
@@ -52,14 +52,6 @@ def _output_blobs(layers) -> List[str]:
     return [b for b in produced if b not in consumed]
 
 
-def _last_writers(layers) -> Dict[str, str]:
-    writers = {}
-    for layer in layers:
-        for top in layer.top:
-            writers[top] = layer.name
-    return writers
-
-
 def to_onnx(net: Net, *, raw: bool = False, opset: int = 17, input_shapes: InputShapes = None,
             extra_outputs: Optional[List[str]] = None, metadata: Optional[dict] = None) -> onnx.ModelProto:
     """Convert a loaded Caffe net (with weights) to a checked ONNX model.
@@ -80,7 +72,7 @@ def to_onnx(net: Net, *, raw: bool = False, opset: int = 17, input_shapes: Input
         outputs = dict(zip(RAW_OUTPUTS, detection[0].bottom))
     else:
         outputs = {blob: blob for blob in _output_blobs(layers)}
-    writers = _last_writers(layers)
+    writers = last_writers(layers)
     # Extra output names are reserved too: a layer and a blob may share a name.
     ctx = ConversionContext(opset, reserved=set(outputs) | set(extra_outputs or []),
                             final_writers={name: writers[blob] for name, blob in outputs.items()

@@ -49,10 +49,9 @@ def training_strategy(gpus: Optional[str] = None, tf_config: Optional[str] = Non
     tf_config = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
     if tf_config:
         try:
-            cluster = json.loads(tf_config)["cluster"]
+            json.loads(tf_config)["cluster"]   # only checked: TensorFlow reads TF_CONFIG itself
         except (ValueError, KeyError, TypeError):
             raise CaffessdError("TF_CONFIG is not JSON with a 'cluster' (see tf.distribute's TF_CONFIG)") from None
-        del cluster
         check_gpus(gpus)
         return tf.distribute.MultiWorkerMirroredStrategy()
     chosen = check_gpus(gpus)

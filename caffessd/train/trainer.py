@@ -133,10 +133,11 @@ class Trainer:
         self._losses: List[float] = []
         self.smoothed_loss = 0.0
         # compiled=False runs eagerly: same arithmetic, no tracing (quicker for a few steps).
-        step = self._forward_backward
         if self.strategy is not None:
             def step(images, gt, scale):
                 return self.strategy.run(self._forward_backward, args=(images, gt, scale))
+        else:
+            step = self._forward_backward
         self._step_fn = tf.function(step, reduce_retracing=True) if compiled else step
         self._stat_variables: List = []
         self._xla_body = tf.function(self._body, jit_compile=True, reduce_retracing=True) if self.xla else None

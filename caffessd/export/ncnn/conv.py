@@ -25,29 +25,27 @@ def _geometry_params(info) -> dict:
 
 @writer("Convolution")
 def convolution(graph, info):
-    params = _geometry_params(info)
-    group = int(info.layer.convolution_param.group or 1)
-    weight = info.weights[0]
-    params.update({5: int(len(info.weights) > 1), 6: int(weight.size)})
-    kind = "Convolution"
-    if group > 1:
-        kind, params[7] = "ConvolutionDepthWise", group
-    buffers = [graph.weights(weight)] + [graph.floats(b) for b in info.weights[1:2]]
-    graph.emit(info, kind, params, buffers)
+    _convolution_like(graph, info, "Convolution", info.weights[0])
 
 
 @writer("Deconvolution")
 def deconvolution(graph, info):
+    weight = info.weights[0]
+    group = int(info.layer.convolution_param.group or 1)
+    cin, cout_g = weight.shape[0], weight.shape[1]
+    # Caffe stores a deconvolution's weights input-major; ncnn wants them output-major per group.
+    ordered = weight.reshape(group, cin // group, cout_g, -1).transpose(0, 2, 1, 3)
+    _convolution_like(graph, info, "Deconvolution", ordered)
+
+
+def _convolution_like(graph, info, kind: str, weight):
+    """ncnn's Convolution/Deconvolution layer, or its DepthWise form when grouped."""
     params = _geometry_params(info)
     group = int(info.layer.convolution_param.group or 1)
-    weight = info.weights[0]
-    cin, cout_g = weight.shape[0], weight.shape[1]
-    ordered = weight.reshape(group, cin // group, cout_g, -1).transpose(0, 2, 1, 3)
     params.update({5: int(len(info.weights) > 1), 6: int(weight.size)})
-    kind = "Deconvolution"
     if group > 1:
-        kind, params[7] = "DeconvolutionDepthWise", group
-    buffers = [graph.weights(ordered)] + [graph.floats(b) for b in info.weights[1:2]]
+        kind, params[7] = f"{kind}DepthWise", group
+    buffers = [graph.weights(weight)] + [graph.floats(b) for b in info.weights[1:2]]
     graph.emit(info, kind, params, buffers)
 
 

@@ -17,7 +17,7 @@ from caffessd.errors import CaffessdError, UnsupportedLayerError
 from caffessd.export.ncnn.graph import NcnnGraph
 from caffessd.export.ncnn.registry import WRITERS
 from caffessd.layers import DATA_LAYER_TYPES, LOSS_LAYER_TYPES
-from caffessd.net import Net
+from caffessd.net import Net, last_writers
 
 SKIPPED_TYPES = DATA_LAYER_TYPES | LOSS_LAYER_TYPES | {"Input"}
 RAW_OUTPUTS = ("loc", "conf", "priors")
@@ -37,14 +37,6 @@ class NcnnModel:
     detections: Optional[str] = None        # DetectionOutput's blob (None for --raw or a net without one)
 
 
-def _last_writers(layers) -> Dict[str, str]:
-    writers = {}
-    for layer in layers:
-        for top in layer.top:
-            writers[top] = layer.name
-    return writers
-
-
 def to_ncnn(net: Net, *, raw: bool = False, fp16: bool = False, input_shapes: Optional[dict] = None) -> NcnnModel:
     """Write `net` (with weights) as an ncnn model. `raw` leaves DetectionOutput
     out: the model then ends at its three inputs (loc, conf after the net's
@@ -55,7 +47,7 @@ def to_ncnn(net: Net, *, raw: bool = False, fp16: bool = False, input_shapes: Op
     shapes.update({k: tuple(v) for k, v in (input_shapes or {}).items()})
     layers = [layer for layer in net.param.layer if layer.type not in SKIPPED_TYPES
               and not (raw and layer.type == "DetectionOutput")]
-    graph = NcnnGraph(_last_writers(layers))
+    graph = NcnnGraph(last_writers(layers))
     graph.notes = dict(getattr(net, "notes", None) or {})
     for name, shape in shapes.items():
         if len(shape) != 4:

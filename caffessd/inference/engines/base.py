@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
+from caffessd.inference.engines.sidecar import read_sidecar
 
 # The two forms an engine can take its input in (Engine.input_format).
 BLOB = "blob"      # float32 [N, 3, H, W]: resized, mean-subtracted, scaled, in the net's channel order
@@ -107,6 +108,25 @@ class Engine:
         `device`/`precision`: None for the engine's default, else one of
         `devices`/`precisions` (checked with `check_choice`)."""
         raise NotImplementedError
+
+    @classmethod
+    def _with_sidecar(cls, path, threads, device, precision, required: Tuple[str, ...]):
+        """A new engine with its options checked and the facts it needs from
+        the metadata file beside `path` (engines whose format has no place
+        for metadata: ncnn, TFLite). Returns (engine, facts): facts is the
+        sidecar's entry under the engine's name; FormatError when that entry
+        lacks one of `required` (the file was not written by this export)."""
+        self = cls()
+        self.path = Path(path)
+        self.device = cls.check_choice("device", device, cls.devices)
+        self.precision = cls.check_choice("precision", precision, cls.precisions)
+        self.threads = threads
+        self.metadata = read_sidecar(self.path)
+        facts = self.metadata.get(cls.name)
+        if not isinstance(facts, dict) or not all(facts.get(key) for key in required):
+            raise FormatError(self.path, f"its metadata file was not written by caffessd export-{cls.name} "
+                                         f"(no \"{cls.name}\" {' and '.join(required)})")
+        return self, facts
 
     def run(self, blob: np.ndarray) -> np.ndarray:
         """DetectionOutput rows for one input batch (`input_format`, N

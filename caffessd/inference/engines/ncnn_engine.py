@@ -28,7 +28,6 @@ import numpy as np
 
 from caffessd.errors import FormatError
 from caffessd.inference.engines.base import BLOB, Engine, require_runtime
-from caffessd.inference.engines.sidecar import read_sidecar
 
 REDUCED_PRECISION_OPTIONS = ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic",
                              "use_bf16_storage", "use_bf16_packed")
@@ -44,16 +43,7 @@ class NcnnEngine(Engine):
     @classmethod
     def open(cls, path, threads: Optional[int] = None, device: Optional[str] = None,
              precision: Optional[str] = None) -> "NcnnEngine":
-        self = cls()
-        self.path = Path(path)
-        self.device = cls.check_choice("device", device, cls.devices)
-        self.precision = cls.check_choice("precision", precision, cls.precisions)
-        self.threads = threads
-        self.metadata = read_sidecar(self.path)
-        facts = self.metadata.get("ncnn")
-        if not isinstance(facts, dict) or not facts.get("inputs") or not facts.get("outputs"):
-            raise FormatError(self.path, "its metadata file was not written by caffessd export-ncnn "
-                                         "(no \"ncnn\" inputs and outputs)")
+        self, facts = cls._with_sidecar(path, threads, device, precision, required=("inputs", "outputs"))
         weights = self.path.with_name(facts.get("bin") or self.path.with_suffix(".bin").name)
         if not weights.is_file():
             raise FormatError(weights, f"missing: the weights of {self.path.name}")

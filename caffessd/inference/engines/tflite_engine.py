@@ -13,14 +13,12 @@ each thread gets its own (detect --streams).
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 
 from caffessd.errors import FormatError
 from caffessd.inference.engines.base import BLOB, Engine, require_runtime
-from caffessd.inference.engines.sidecar import read_sidecar
 from caffessd.util.quiet import quiet_stderr
 
 DETECTION_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
@@ -40,16 +38,7 @@ class TfliteEngine(Engine):
     @classmethod
     def open(cls, path, threads: Optional[int] = None, device: Optional[str] = None,
              precision: Optional[str] = None) -> "TfliteEngine":
-        self = cls()
-        self.path = Path(path)
-        self.device = cls.check_choice("device", device, cls.devices)
-        self.precision = cls.check_choice("precision", precision, cls.precisions)
-        self.threads = threads
-        self.metadata = read_sidecar(self.path)
-        facts = self.metadata.get("tflite")
-        if not isinstance(facts, dict) or not facts.get("outputs"):
-            raise FormatError(self.path, "its metadata file was not written by caffessd export-tflite "
-                                         "(no \"tflite\" outputs)")
+        self, facts = cls._with_sidecar(path, threads, device, precision, required=("outputs",))
         self._module = require_runtime("ai_edge_litert.interpreter", engine="tflite", extra="tflite",
                                        package="ai-edge-litert")
         try:
