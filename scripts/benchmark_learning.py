@@ -122,6 +122,8 @@ VARIANTS = {
     "readme-adam": "the earlier README recipe: --max-iter N, Adam 0.005 constant then x0.1 for the last quarter, "
                    "mirror and resize only, BatchNorm moving_average_fraction 0.9",
     "sgd": "--from-scratch with SGD momentum 0.9 at 0.02 instead of Adam (torchvision's optimizer, no warm-up)",
+    "head-gauss": "--from-scratch with the class and box heads' final convolutions filled N(0, 0.03) as "
+                  "torchvision's SSDlite head (msra otherwise)",
 }
 
 
@@ -130,6 +132,15 @@ def apply_variant(variant: str, model: Path, iterations: int) -> None:
     from caffessd import caffe_pb2, protoio
 
     if variant in ("recipe", "published"):
+        return
+    if variant == "head-gauss":
+        net = protoio.read_net(model / "train.prototxt")
+        for layer in net.layer:
+            if layer.type == "Convolution" and layer.name.endswith(("_mbox_loc", "_mbox_conf")):
+                filler = layer.convolution_param.weight_filler
+                filler.Clear()
+                filler.type, filler.std = "gaussian", 0.03
+        protoio.write_prototxt(net, model / "train.prototxt")
         return
     solver_path = model / "solver_train.prototxt"
     solver = protoio.read_prototxt(solver_path, caffe_pb2.SolverParameter)
@@ -156,13 +167,17 @@ def train_caffessd(work: Path, data: Path, args, checkpoints: Sequence[int]) -> 
     command[-2:-2] = args.gen_model_args.split()
     print("caffessd " + " ".join(command) + ("" if args.variant == "recipe" else f"  (variant {args.variant})"),
           flush=True)
-    plain = args.variant == "recipe" and not args.gen_model_args
-    model = work / ("caffessd" if plain else "caffessd-" + re.sub(r"[^\w.]+", "_", f"{args.variant}{args.gen_model_args}"))
+    plain = args.variant == "recipe" and not args.gen_model_args and args.train_seed is None
+    tag = f"{args.variant}{args.gen_model_args}" + (f"-seed{args.train_seed}" if args.train_seed is not None else "")
+    model = work / ("caffessd" if plain else "caffessd-" + re.sub(r"[^\w.]+", "_", tag))
     command[command.index("-o") + 1] = str(model)
     caffessd_cli(*command)
     apply_variant(args.variant, model, iterations)
     solver_path = model / "solver_train.prototxt"
     solver = protoio.read_prototxt(solver_path, caffe_pb2.SolverParameter)
+    if args.train_seed is not None:   # the fillers' and the input pipeline's randomness
+        solver.random_seed = args.train_seed
+        protoio.write_prototxt(solver, solver_path)
     wanted = {images // args.batch for images in checkpoints}
     tested = set(range(solver.test_interval, iterations + 1, solver.test_interval)) if solver.test_interval else set()
     if not wanted <= tested:
@@ -383,6 +398,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--peer-lr", type=float, default=None,
                         help="peer SGD learning rate [default: the reference's 0.15 x batch / 192]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-seed", type=int, help="caffessd's solver random_seed (the data stay those of --seed)")
     parser.add_argument("--skip", default="", help="comma-separated: caffessd, peer")
     parser.add_argument("--variant", default="recipe", choices=sorted(VARIANTS),
                         help="caffessd's recipe, or another one to compare: " +

@@ -73,6 +73,39 @@ def test_from_scratch_writes_adam_with_poly_decay_full_rates_and_light_augmentat
     assert train.layer[0].transform_param.HasField("expand_param")  # the published augmentation otherwise
 
 
+def predictor_fillers(net):
+    """{filler type and std} of the box and class predictors, and of every other convolution."""
+    heads, others = set(), set()
+    for layer in net.layer:
+        if layer.type == "Convolution":
+            filler = layer.convolution_param.weight_filler
+            kind = (filler.type, round(filler.std, 6) if filler.type == "gaussian" else None)
+            (heads if layer.top[0].endswith(("_mbox_loc", "_mbox_conf")) else others).add(kind)
+    return heads, others
+
+
+@pytest.mark.parametrize("backbone, head", [("mnv1", "ssd"), ("mnv2", "ssdlite")])
+def test_from_scratch_starts_the_predictors_small(tmp_path, capsys, backbone, head):
+    """--from-scratch fills the box and class predictors N(0, 0.03) (torchvision's SSD heads);
+    every other convolution, and every predictor otherwise, keeps Caffe's msra filler."""
+    common = ("--backbone", backbone, "--head", head, "--max-iter", "500")
+    _, train, _ = generate(tmp_path / "published", capsys, *common)
+    assert predictor_fillers(train) == ({("msra", None)}, {("msra", None)})
+    _, train, _ = generate(tmp_path / "scratch", capsys, *common, "--from-scratch",
+                           "--init-weights", tmp_path / "init.caffemodel")
+    assert predictor_fillers(train) == ({("gaussian", 0.03)}, {("msra", None)})
+    # The filler is what initialises them: the predictors' weights have std 0.03 (within 10 %).
+    from caffessd.protoio import blob_to_array, read_caffemodel
+
+    model = read_caffemodel(tmp_path / "init.caffemodel")
+    weights = {layer.name: blob_to_array(layer.blobs[0]) for layer in model.layer if layer.blobs}
+    predictors = [name for name in weights if name.endswith(("_mbox_loc", "_mbox_conf"))]
+    assert len(predictors) == 12
+    for name in predictors:
+        assert weights[name].std() == pytest.approx(0.03, rel=0.1), name
+        assert abs(weights[name].mean()) < 0.01, name
+
+
 @pytest.mark.parametrize("options", [(), ("--max-iter", "500"), ("--max-iter", "500", "--from-scratch")])
 def test_solver_is_one_caffe_runs(tmp_path, capsys, options):
     """Every field set is one of the fork's caffe.proto (the file parses with it), the

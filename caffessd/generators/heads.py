@@ -19,6 +19,9 @@ from caffessd.generators.net_builder import (
     NetBuilder, add_concat, add_conv, add_permute_flatten, add_reshape, add_silence, conv_block,
 )
 
+# The box and class predictors' weight std with --from-scratch (see _prediction).
+HEAD_STD_FROM_SCRATCH = 0.03
+
 
 def add_heads(b: NetBuilder, features: Sequence[str], specs: Sequence[PriorSpec]) -> Tuple[str, str, str]:
     classes = b.config.num_classes
@@ -58,7 +61,11 @@ def _prediction(b: NetBuilder, feature: str, top: str, num_output: int, is_conf:
         bottom = conv_block(b, f"{top}/depthwise", feature, channels, kernel=3, depthwise=True,
                             bn=config.uses_bn_in_heads, lr_mult=lr_mult)
         kernel = 1
-    return add_conv(b, name, bottom, num_output, kernel=kernel, lr_mult=lr_mult, top=top)
+    # From scratch, the predictors start small (N(0, 0.03), as torchvision's SSD heads): the
+    # first scores and offsets are near 0 rather than msra's unit-variance logits, which a
+    # short run from scratch takes hundreds of iterations to undo (docs/training-recipe.md).
+    std = HEAD_STD_FROM_SCRATCH if config.from_scratch else None
+    return add_conv(b, name, bottom, num_output, kernel=kernel, lr_mult=lr_mult, top=top, weight_std=std)
 
 
 # ---------------------------------------------------------------- priors

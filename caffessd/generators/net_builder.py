@@ -68,8 +68,9 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
 
 def add_conv(b: NetBuilder, name: str, bottom: str, num_output: int, kernel: int = 1,
              stride: int = 1, group: int = 1, bias: bool = True, lr_mult: Optional[float] = None,
-             tf_pad: Optional[bool] = None, top: Optional[str] = None) -> str:
+             tf_pad: Optional[bool] = None, top: Optional[str] = None, weight_std: Optional[float] = None) -> str:
     """A Convolution named `name` whose (final) top is `top` (default: `name`); returns the top.
+    Weights are filled by Caffe's msra filler, or N(0, weight_std) when given.
 
     Padding is kernel//2 ("same" for odd kernels). With TF padding on and
     stride 2, an even-sized axis gets the pad-2-then-slice treatment.
@@ -101,7 +102,10 @@ def add_conv(b: NetBuilder, name: str, bottom: str, num_output: int, kernel: int
         param.group = group
     if stride > 1:
         param.stride.append(stride)
-    param.weight_filler.type = "msra"
+    if weight_std is None:
+        param.weight_filler.type = "msra"
+    else:
+        param.weight_filler.type, param.weight_filler.std = "gaussian", weight_std
     if bias:
         param.bias_filler.type = "constant"
         param.bias_filler.value = 0.0
