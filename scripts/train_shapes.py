@@ -6,7 +6,8 @@ splits, gen-model for a small net, `caffessd train` from gen-model's initial
 weights (testing the held-out split every --test-interval iterations; the
 loss/mAP curves go to snapshot/mobilenet_curves.png), then merge-bn on the
 last snapshot and `caffessd eval` of the merged deploy net on the test split;
-finally export-onnx and quantize of the merged net and eval of fp32 against int8.
+finally every export of the merged net (ONNX fp32 and int8, OpenVINO, ncnn, TFLite; those
+whose runtime is installed) and `caffessd eval` of each: what each artifact costs in mAP.
 
     python scripts/train_shapes.py --workdir /tmp/shapes                       # 3000 iterations
     python scripts/train_shapes.py --workdir /tmp/shapes --iterations 300 --train-images 400
@@ -108,8 +109,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--input", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-int8", dest="int8", action="store_false",
-                        help="skip the int8 step (export-onnx, quantize, eval of fp32 against int8)")
+    parser.add_argument("--no-artifacts", dest="artifacts", action="store_false",
+                        help="skip the deployment step (every export of the merged net, and eval of each)")
     return parser.parse_args(argv)
 
 
@@ -129,22 +130,62 @@ def workflow(args) -> dict:
              "--dataset", data, "--format", "voc", "--split", "test", "--labelmap", data / "labelmap.prototxt",
              "--out", work / "eval")
     report = json.loads((work / "eval" / "report.json").read_text())
-    int8 = int8_comparison(work, data, model) if args.int8 else None
-    return {"int8": int8, "data": data, "model": model, "snapshot": snapshot, "train_seconds": took,
+    artifacts = artifact_comparison(work, data, model) if args.artifacts else None
+    return {"artifacts": artifacts, "data": data, "model": model, "snapshot": snapshot, "train_seconds": took,
             "test_maps": [float(line.split("=")[1]) for line in log.splitlines() if "detection_eval" in line],
             "eval_map": report["results"][0]["summary"]["mAP"], "curves": model / "snapshot" / "mobilenet_curves.png"}
 
 
-def int8_comparison(work: Path, data: Path, model: Path) -> dict:
-    """The merged net as fp32 ONNX and as int8 (calibrated on 100 trainval images), both
-    evaluated by `caffessd eval` on the held-out split: {model name: mAP}."""
-    caffessd("export-onnx", model / "merged.prototxt", model / "merged.caffemodel", "-o", model / "fp32.onnx")
-    caffessd("quantize", model / "fp32.onnx", "--calibrate", work / "trainval_lmdb", "--images", 100,
-             "-o", model / "int8.onnx")
-    caffessd("eval", model / "fp32.onnx", model / "int8.onnx", "--dataset", data, "--format", "voc",
-             "--split", "test", "--labelmap", data / "labelmap.prototxt", "--out", work / "eval_int8")
-    report = json.loads((work / "eval_int8" / "report.json").read_text())
-    return {r["model"]: r["summary"]["mAP"] for r in report["results"]}
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def artifact_comparison(work: Path, data: Path, model: Path) -> dict:
+    """The merged net as every artifact a user can ship (fp32 ONNX, onnxruntime
+    int8; OpenVINO f32, bf16 and NNCF int8; ncnn f32 and f16; TFLite f32, fp16
+    and int8), int8 ones calibrated on 100 trainval images, each evaluated by
+    `caffessd eval` on the held-out split: {artifact: mAP}. Artifacts whose
+    runtime is not installed are left out."""
+    merged = (model / "merged.prototxt", model / "merged.caffemodel")
+    out = model / "artifacts"
+    out.mkdir(exist_ok=True)
+    calibrate = ("--calibrate", work / "trainval_lmdb")
+    f32 = {"onnxruntime fp32": out / "fp32.onnx"}
+    caffessd("export-onnx", *merged, "-o", f32["onnxruntime fp32"])
+    caffessd("quantize", f32["onnxruntime fp32"], *calibrate, "--images", 100, "-o", out / "int8.onnx")
+    f32["onnxruntime int8"] = out / "int8.onnx"
+    later = []   # (name, artifact, eval options) that need a precision of their own
+    if installed("openvino") and installed("nncf"):
+        caffessd("export-openvino", *merged, "-o", out / "ov.xml")
+        caffessd("export-openvino", *merged, "-o", out / "ov-int8.xml", "--int8", *calibrate, "--images", 100)
+        f32.update({"OpenVINO f32": out / "ov.xml", "OpenVINO int8": out / "ov-int8.xml"})
+        later.append(("OpenVINO bf16", out / "ov.xml", ("--precision", "bf16")))
+    if installed("ncnn"):
+        caffessd("export-ncnn", *merged, "-o", out / "ncnn.param")
+        caffessd("export-ncnn", *merged, "-o", out / "ncnn-fp16.param", "--fp16")
+        f32["ncnn f32"] = out / "ncnn.param"
+        later.append(("ncnn f16 (fp16 weights and arithmetic)", out / "ncnn-fp16.param", ("--precision", "f16")))
+    if installed("ai_edge_litert") and installed("tensorflow"):
+        caffessd("export-tflite", *merged, "-o", out / "model.tflite")
+        caffessd("export-tflite", *merged, "-o", out / "fp16.tflite", "--fp16")
+        caffessd("export-tflite", *merged, "-o", out / "int8.tflite", "--int8", *calibrate)
+        f32.update({"TFLite f32": out / "model.tflite", "TFLite fp16": out / "fp16.tflite",
+                    "TFLite int8": out / "int8.tflite"})
+    maps = evaluate(work, data, "eval_artifacts", list(f32.values()))
+    results = {name: maps[str(path)] for name, path in f32.items()}
+    for index, (name, path, options) in enumerate(later):
+        results[name] = evaluate(work, data, f"eval_artifacts{index}", [path], options)[str(path)]
+    return results
+
+
+def evaluate(work: Path, data: Path, report: str, models, options=()) -> dict:
+    """`caffessd eval` of `models` on the held-out split: {model path: mAP}."""
+    caffessd("eval", *models, *options, "--dataset", data, "--format", "voc", "--split", "test",
+             "--labelmap", data / "labelmap.prototxt", "--out", work / report)
+    results = json.loads((work / report / "report.json").read_text())["results"]
+    return {str(path): result["summary"]["mAP"] for path, result in zip(models, results)}
 
 
 def main() -> None:
@@ -155,9 +196,12 @@ def main() -> None:
           f"in {took / 60:.1f} min ({args.iterations * args.batch / took:.1f} img/s)")
     print("test mAP during training (detection_eval):", ", ".join(f"{v:.3f}" for v in result["test_maps"]))
     print(f"merged deploy net, caffessd eval on {args.test_images} held-out images: mAP {result['eval_map']:.4f} (voc07)")
-    if result["int8"]:
-        print("int8 vs fp32 ONNX of the merged net, caffessd eval on the held-out images:",
-              ", ".join(f"{name} mAP {value:.4f}" for name, value in result["int8"].items()))
+    if result["artifacts"]:
+        reference = result["artifacts"]["onnxruntime fp32"]
+        print(f"\nthe merged net as each artifact, caffessd eval (voc07) on the {args.test_images} held-out images:")
+        print("| artifact | mAP | change against fp32 ONNX |\n|---|---|---|")
+        for name, value in result["artifacts"].items():
+            print(f"| {name} | {value:.4f} | {value - reference:+.4f} |")
     print(f"curves: {result['curves']}; PR curves: {args.workdir / 'eval'}")
 
 
