@@ -122,8 +122,8 @@ VARIANTS = {
     "readme-adam": "the earlier README recipe: --max-iter N, Adam 0.005 constant then x0.1 for the last quarter, "
                    "mirror and resize only, BatchNorm moving_average_fraction 0.9",
     "sgd": "--from-scratch with SGD momentum 0.9 at 0.02 instead of Adam (torchvision's optimizer, no warm-up)",
-    "head-gauss": "--from-scratch with the class and box heads' final convolutions filled N(0, 0.03) as "
-                  "torchvision's SSDlite head (msra otherwise)",
+    "msra-heads": "--from-scratch as before its predictors started at N(0, 0.03): the box and class "
+                  "predictors filled by Caffe's msra filler, as every other convolution",
 }
 
 
@@ -133,13 +133,13 @@ def apply_variant(variant: str, model: Path, iterations: int) -> None:
 
     if variant in ("recipe", "published"):
         return
-    if variant == "head-gauss":
+    if variant == "msra-heads":
         net = protoio.read_net(model / "train.prototxt")
         for layer in net.layer:
-            if layer.type == "Convolution" and layer.name.endswith(("_mbox_loc", "_mbox_conf")):
+            if layer.type == "Convolution" and layer.top[0].endswith(("_mbox_loc", "_mbox_conf")):
                 filler = layer.convolution_param.weight_filler
                 filler.Clear()
-                filler.type, filler.std = "gaussian", 0.03
+                filler.type = "msra"
         protoio.write_prototxt(net, model / "train.prototxt")
         return
     solver_path = model / "solver_train.prototxt"
