@@ -41,3 +41,25 @@ def test_every_command_has_a_page_linked_from_the_readme():
 
 def test_readme_is_a_landing_page():
     assert len((ROOT / "README.md").read_bytes()) < 14_000
+
+
+def _anchors(page) -> set:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to '-'."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_to_a_section_name_one_that_exists():
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text()):
+            if "://" in target:
+                continue
+            linked = page.parent / target if target else page
+            assert anchor in _anchors(linked), f"{page.name}: {target}#{anchor}"
+
+
+def test_no_placeholder_is_left_in_the_docs():
+    """A line that is one upper-case token (TABLE_GOES_HERE) is text a writer meant to replace."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            assert not re.fullmatch(r"\s*[A-Z][A-Z0-9]*(_[A-Z0-9]+)+\s*", line), f"{page.name}:{number}: {line}"
