@@ -227,7 +227,12 @@ def test_interrupted_detect_keeps_finished_json(tmp_path):
         os.link(first, images / f"p{i:04d}.jpg")
     out = tmp_path / "det"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "caffessd", "detect", images, "--out", out, "--cache-dir",
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored: under such a runner (CI in a background job) Ctrl-C would never reach detect.
+    # The child restores Python's own handler first, as an interactive terminal has it.
+    start = ("import signal, sys; from caffessd.cli import main; "
+             "signal.signal(signal.SIGINT, signal.default_int_handler); main(sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", start, "detect", images, "--out", out, "--cache-dir",
                              tmp_path / "cache"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=tmp_path)
     deadline = time.time() + 120
