@@ -136,10 +136,14 @@ def workflow(args) -> dict:
             "eval_map": report["results"][0]["summary"]["mAP"], "curves": model / "snapshot" / "mobilenet_curves.png"}
 
 
-def installed(module: str) -> bool:
+def runnable(engine: str, *export_needs: str) -> bool:
+    """Whether `engine`'s runtime (caffessd's engine registry) and the modules its
+    export needs (NNCF for OpenVINO int8, TensorFlow for TFLite) are installed."""
     import importlib.util
 
-    return importlib.util.find_spec(module) is not None
+    from caffessd.inference.engines import engine_class
+
+    return engine_class(engine).available() and all(importlib.util.find_spec(m) for m in export_needs)
 
 
 def artifact_comparison(work: Path, data: Path, model: Path) -> dict:
@@ -157,17 +161,17 @@ def artifact_comparison(work: Path, data: Path, model: Path) -> dict:
     caffessd("quantize", f32["onnxruntime fp32"], *calibrate, "--images", 100, "-o", out / "int8.onnx")
     f32["onnxruntime int8"] = out / "int8.onnx"
     later = []   # (name, artifact, eval options) that need a precision of their own
-    if installed("openvino") and installed("nncf"):
+    if runnable("openvino", "nncf"):
         caffessd("export-openvino", *merged, "-o", out / "ov.xml")
         caffessd("export-openvino", *merged, "-o", out / "ov-int8.xml", "--int8", *calibrate, "--images", 100)
         f32.update({"OpenVINO f32": out / "ov.xml", "OpenVINO int8": out / "ov-int8.xml"})
         later.append(("OpenVINO bf16", out / "ov.xml", ("--precision", "bf16")))
-    if installed("ncnn"):
+    if runnable("ncnn"):
         caffessd("export-ncnn", *merged, "-o", out / "ncnn.param")
         caffessd("export-ncnn", *merged, "-o", out / "ncnn-fp16.param", "--fp16")
         f32["ncnn f32"] = out / "ncnn.param"
         later.append(("ncnn f16 (fp16 weights and arithmetic)", out / "ncnn-fp16.param", ("--precision", "f16")))
-    if installed("ai_edge_litert") and installed("tensorflow"):
+    if runnable("tflite", "tensorflow"):
         caffessd("export-tflite", *merged, "-o", out / "model.tflite")
         caffessd("export-tflite", *merged, "-o", out / "fp16.tflite", "--fp16")
         caffessd("export-tflite", *merged, "-o", out / "int8.tflite", "--int8", *calibrate)
