@@ -23,7 +23,7 @@ from caffessd.onnxconv import convert  # noqa: E402
 from caffessd.export.openvino import export_openvino  # noqa: E402
 from caffessd.image.preprocess import Preprocessing, load_image  # noqa: E402
 from caffessd.inference.detector import Detector  # noqa: E402
-from engine_parity import assert_blobs_close, assert_same_faces, match_detections  # noqa: E402
+from engine_parity import assert_blobs_close, assert_same_faces, iou, match_detections  # noqa: E402
 from onnx_parity import build_net as random_net  # noqa: E402
 
 MOBILENET = {"mean": [127.5], "scale": 0.007843, "channel_order": "BGR"}
@@ -139,3 +139,39 @@ def test_bf16_finds_the_same_faces(face_prototxt, face_caffemodel, face_referenc
     assert detector.engine.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
     for photo, expected in face_reference.items():
         assert_same_faces(detector(photo), expected, min_iou=0.9)
+
+
+def test_engine_drops_the_identity_resize_a_plain_openvino_user_keeps(face_prototxt, face_caffemodel,
+                                                                       face_reference, tmp_path):
+    """The IR resizes any picture in its graph (for users who run it in OpenVINO
+    themselves); caffessd's engine feeds pictures already at the net's size, so
+    it takes that Interpolate out (OpenVINO would run it, 300x300 -> 300x300)."""
+    import numpy as np
+    import openvino as ov
+
+    xml = tmp_path / "face.xml"
+    export_openvino(face_prototxt, face_caffemodel, xml)
+
+    def runtime_ops(compiled):
+        return {op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()}
+
+    detector = Detector(artifact=xml, threads=2)
+    assert "Interpolate" not in runtime_ops(detector.engine.compiled)
+    for photo, expected in face_reference.items():
+        assert_same_faces(detector(photo), expected, min_iou=0.9)
+
+    # Plain OpenVINO, the photo at its own size (not the net's 320x240): the graph resizes it.
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert "Interpolate" in runtime_ops(compiled)
+    photo, expected = next(iter(face_reference.items()))
+    image = load_image(photo)
+    assert image.shape[:2] != (240, 320)
+    rows = compiled.create_infer_request().infer({0: image[None]})[0].reshape(-1, 7)
+    width, height = image.shape[1], image.shape[0]
+    found = [row for row in rows if row[2] >= detector.threshold]
+    assert len(found) == len(expected)
+    for det in expected:
+        best = max(iou(det.box, np.array(row[3:7]) * [width, height, width, height]) for row in found)
+        assert best >= 0.8, f"face {det.box}: plain OpenVINO's best IoU {best:.2f}"
+
