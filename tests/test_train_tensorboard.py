@@ -139,3 +139,23 @@ def test_detection_picture_draws_confident_boxes_only():
     colours = {tuple(c) for c in picture.reshape(-1, 3)}
     assert tuple(PALETTE[2]) in colours and tuple(PALETTE[1]) not in colours
     assert (picture[8, 8:24] == PALETTE[2]).all()  # the top edge of the box at 0.2 * 40
+
+
+def test_missing_tensorboard_is_one_line_before_training(tmp_path, monkeypatch):
+    """TensorFlow >= 2.20 installs no TensorBoard, and tf.summary then raises at the
+    first scalar: the trainer says so before its first iteration, naming the way out."""
+    import sys
+
+    from caffessd.errors import CaffessdError
+
+    path = write_solver(tmp_path, small_config(size=SIZE), max_iter=2, display=1, snapshot=0, base_lr=0.01)
+    batches = synthetic_batches(1, SIZE, CLASSES, 3, seed=4)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard: ModuleNotFoundError
+    trainer = Trainer(path, input_fn=synthetic_input({"TRAIN": batches}), log=lambda line: None,
+                      progress=False, compiled=False)
+    with pytest.raises(CaffessdError, match=r"'tensorboard' package.*caffessd\[tf\].*--no-tensorboard"):
+        trainer.solve()
+    assert trainer.solver.iter == 0 and not trainer.tensorboard_dir.exists()
+    trainer.tensorboard = False
+    trainer.solve()
+    assert trainer.solver.iter == 2

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from caffessd.errors import CaffessdError
 from caffessd.image.draw import drawn
 from caffessd.inference.detector import Detection
 from caffessd.train.show import blob_to_image
@@ -31,6 +32,18 @@ from caffessd.train.tfimport import tensorflow
 TEST_IMAGES = 4          # test images shown with their detections at each test
 SCORE_THRESHOLD = 0.5    # detections drawn at or above this score
 MAX_BOXES = 20           # per image, highest scores first
+
+
+def require_tensorboard() -> None:
+    """tf.summary writes through the tensorboard package, which TensorFlow 2.20 and
+    later no longer install: without it the first scalar would raise mid-run."""
+    try:
+        import tensorboard  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "tensorboard":
+            raise CaffessdError("TensorBoard event files need the 'tensorboard' package, which is not installed: "
+                                "pip install 'caffessd[tf]', or train with --no-tensorboard") from None
+        raise
 
 
 class TestSample:
@@ -47,6 +60,7 @@ class TrainingSummaries:
     """One run's event files; scalars and images at explicit steps (iterations)."""
 
     def __init__(self, logdir):
+        require_tensorboard()
         tf = tensorflow()
         self.tf = tf
         self.logdir = Path(logdir)

@@ -420,6 +420,7 @@ class Trainer:
         start = self.solver.iter
         self.log(f"Solving {self.train_param.name or 'net'} from iteration {start} to {stop}")
         batch = self.train_net.image_shape[0] * max(1, p.iter_size)
+        self._board()  # a missing TensorBoard is reported before the first iteration
         try:
             self._loop(start, stop, batch)
         finally:
