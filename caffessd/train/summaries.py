@@ -18,6 +18,7 @@ a sparse `display`.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -38,7 +39,7 @@ def require_tensorboard() -> None:
     """tf.summary writes through the tensorboard package, which TensorFlow 2.20 and
     later no longer install: without it the first scalar would raise mid-run."""
     try:
-        import tensorboard  # noqa: F401
+        importlib.import_module("tensorboard")
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "tensorboard":
             raise CaffessdError("TensorBoard event files need the 'tensorboard' package, which is not installed: "
