@@ -79,21 +79,23 @@ def predictor_fillers(net):
     for layer in net.layer:
         if layer.type == "Convolution":
             filler = layer.convolution_param.weight_filler
-            kind = (filler.type, round(filler.std, 6) if filler.type == "gaussian" else None)
+            kind = (filler.type, round(filler.std, 6) if filler.type == "gaussian" else
+                    caffe_pb2.FillerParameter.VarianceNorm.Name(filler.variance_norm))
             (heads if layer.top[0].endswith(("_mbox_loc", "_mbox_conf")) else others).add(kind)
     return heads, others
 
 
 @pytest.mark.parametrize("backbone, head", [("mnv1", "ssd"), ("mnv2", "ssdlite")])
 def test_from_scratch_starts_the_predictors_small(tmp_path, capsys, backbone, head):
-    """--from-scratch fills the box and class predictors N(0, 0.03) (torchvision's SSD heads);
-    every other convolution, and every predictor otherwise, keeps Caffe's msra filler."""
+    """--from-scratch fills the box and class predictors N(0, 0.03) (torchvision's SSD heads)
+    and every other convolution with msra's FAN_OUT form (torchvision's MobileNets); without
+    it every convolution keeps Caffe's msra filler in its default FAN_IN form."""
     common = ("--backbone", backbone, "--head", head, "--max-iter", "500")
     _, train, _ = generate(tmp_path / "published", capsys, *common)
-    assert predictor_fillers(train) == ({("msra", None)}, {("msra", None)})
+    assert predictor_fillers(train) == ({("msra", "FAN_IN")}, {("msra", "FAN_IN")})
     _, train, _ = generate(tmp_path / "scratch", capsys, *common, "--from-scratch",
                            "--init-weights", tmp_path / "init.caffemodel")
-    assert predictor_fillers(train) == ({("gaussian", 0.03)}, {("msra", None)})
+    assert predictor_fillers(train) == ({("gaussian", 0.03)}, {("msra", "FAN_OUT")})
     # The filler is what initialises them: the predictors' weights have std 0.03 (within 10 %).
     from caffessd.protoio import blob_to_array, read_caffemodel
 
@@ -104,6 +106,15 @@ def test_from_scratch_starts_the_predictors_small(tmp_path, capsys, backbone, he
     for name in predictors:
         assert weights[name].std() == pytest.approx(0.03, rel=0.1), name
         assert abs(weights[name].mean()) < 0.01, name
+    # FAN_OUT as Caffe's MSRAFiller computes it: std sqrt(2 / (count / shape[1])), so
+    # sqrt(2 / (9 x channels)) for a depthwise 3x3 and sqrt(2 / outputs) for a 1x1.
+    convs = {layer.name: layer.convolution_param for layer in train.layer if layer.type == "Convolution"}
+    depthwise = [n for n, c in convs.items() if c.group > 1 and c.group == c.num_output and n in weights]
+    pointwise = [n for n, c in convs.items() if list(c.kernel_size) == [1] and n in weights and n not in predictors]
+    for name in depthwise[-1:] + pointwise[-1:]:
+        shape = weights[name].shape
+        expected = (2.0 / (weights[name].size / shape[1])) ** 0.5
+        assert weights[name].std() == pytest.approx(expected, rel=0.1), (name, shape)
 
 
 @pytest.mark.parametrize("options", [(), ("--max-iter", "500"), ("--max-iter", "500", "--from-scratch")])

@@ -70,7 +70,8 @@ def add_conv(b: NetBuilder, name: str, bottom: str, num_output: int, kernel: int
              stride: int = 1, group: int = 1, bias: bool = True, lr_mult: Optional[float] = None,
              tf_pad: Optional[bool] = None, top: Optional[str] = None, weight_std: Optional[float] = None) -> str:
     """A Convolution named `name` whose (final) top is `top` (default: `name`); returns the top.
-    Weights are filled by Caffe's msra filler, or N(0, weight_std) when given.
+    Weights are filled by Caffe's msra filler (its FAN_OUT form for a net trained from
+    scratch), or N(0, weight_std) when given.
 
     Padding is kernel//2 ("same" for odd kernels). With TF padding on and
     stride 2, an even-sized axis gets the pad-2-then-slice treatment.
@@ -104,6 +105,11 @@ def add_conv(b: NetBuilder, name: str, bottom: str, num_output: int, kernel: int
         param.stride.append(stride)
     if weight_std is None:
         param.weight_filler.type = "msra"
+        if b.config.from_scratch:
+            # He et al.'s fan-out form (torchvision's MobileNet init): a depthwise 3x3's fan-in
+            # is 9, its fan-out 9 x channels, so its weights start ~sqrt(channels) times smaller
+            # and move further per update; see docs/training-recipe.md.
+            param.weight_filler.variance_norm = caffe_pb2.FillerParameter.FAN_OUT
     else:
         param.weight_filler.type, param.weight_filler.std = "gaussian", weight_std
     if bias:
