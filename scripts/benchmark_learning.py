@@ -34,6 +34,11 @@ Needs the `bench` extra (torch, torchvision: CPU is enough) and the `tf` extra.
     python scripts/benchmark_learning.py --workdir /tmp/bl --concurrent                  # 3.2k..16k images, 160x160
     python scripts/benchmark_learning.py --workdir /tmp/bl128 --input 128 --checkpoints 1600,3200,4800,6400,8000 \\
         --skip peer --peer-results /tmp/bl128/results.json       # caffessd again, the peer from a previous run
+
+--train-seed and --peer-seed vary each trainer's own randomness (initial weights,
+image order, crops) over the same data; --peer-optimizer adam trains the peer's
+net with caffessd's recipe (Adam, linear decay), and --variant sgd caffessd's net
+with SGD, to tell the optimiser from the net.
 """
 from __future__ import annotations
 
@@ -121,23 +126,29 @@ VARIANTS = {
     "published": "gen-model --max-iter N: the published RMSProp solver scaled to the run",
     "readme-adam": "the earlier README recipe: --max-iter N, Adam 0.005 constant then x0.1 for the last quarter, "
                    "mirror and resize only, BatchNorm moving_average_fraction 0.9",
-    "sgd": "--from-scratch with SGD momentum 0.9 at 0.02 instead of Adam (torchvision's optimizer, no warm-up)",
-    "msra-heads": "--from-scratch as before its predictors started at N(0, 0.03): the box and class "
-                  "predictors filled by Caffe's msra filler, as every other convolution",
+    "sgd": "--from-scratch with SGD momentum 0.9 at --sgd-lr instead of Adam (torchvision's optimizer, no warm-up)",
+    "fan-in": "--from-scratch as before its convolutions took msra's FAN_OUT form: msra in Caffe's default "
+              "FAN_IN form (the predictors still N(0, 0.03))",
+    "msra-heads": "--from-scratch as before its predictors started at N(0, 0.03) (and before FAN_OUT): every "
+                  "convolution, the box and class predictors too, filled by msra in its FAN_IN form",
 }
 
 
-def apply_variant(variant: str, model: Path, iterations: int) -> None:
+def apply_variant(variant: str, model: Path, iterations: int, sgd_lr: float = 0.02) -> None:
     """Edit gen-model's files as the variant says (nothing for the recipe)."""
     from caffessd import caffe_pb2, protoio
 
     if variant in ("recipe", "published"):
         return
-    if variant == "msra-heads":
+    if variant in ("msra-heads", "fan-in"):
         net = protoio.read_net(model / "train.prototxt")
         for layer in net.layer:
-            if layer.type == "Convolution" and layer.top[0].endswith(("_mbox_loc", "_mbox_conf")):
-                filler = layer.convolution_param.weight_filler
+            filler = layer.convolution_param.weight_filler
+            if layer.type != "Convolution":
+                continue
+            if filler.type == "msra":
+                filler.ClearField("variance_norm")  # Caffe's default, FAN_IN
+            elif variant == "msra-heads" and layer.top[0].endswith(("_mbox_loc", "_mbox_conf")):
                 filler.Clear()
                 filler.type = "msra"
         protoio.write_prototxt(net, model / "train.prototxt")
@@ -145,7 +156,7 @@ def apply_variant(variant: str, model: Path, iterations: int) -> None:
     solver_path = model / "solver_train.prototxt"
     solver = protoio.read_prototxt(solver_path, caffe_pb2.SolverParameter)
     if variant == "sgd":
-        solver.type, solver.base_lr, solver.momentum = "SGD", 0.02, 0.9
+        solver.type, solver.base_lr, solver.momentum = "SGD", sgd_lr, 0.9
     else:  # readme-adam
         solver.type, solver.base_lr, solver.momentum, solver.momentum2 = "Adam", 0.005, 0.9, 0.999
         solver.lr_policy, solver.gamma = "multistep", 0.1
@@ -172,7 +183,7 @@ def train_caffessd(work: Path, data: Path, args, checkpoints: Sequence[int]) -> 
     model = work / ("caffessd" if plain else "caffessd-" + re.sub(r"[^\w.]+", "_", tag))
     command[command.index("-o") + 1] = str(model)
     caffessd_cli(*command)
-    apply_variant(args.variant, model, iterations)
+    apply_variant(args.variant, model, iterations, args.sgd_lr)
     solver_path = model / "solver_train.prototxt"
     solver = protoio.read_prototxt(solver_path, caffe_pb2.SolverParameter)
     if args.train_seed is not None:   # the fillers' and the input pipeline's randomness
@@ -332,29 +343,40 @@ def train_peer(work: Path, data: Path, args, checkpoints: Sequence[int]) -> Dict
 
     from caffessd import protoio
 
-    torch.manual_seed(args.seed)
+    seed = args.seed if args.peer_seed is None else args.peer_seed
+    torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
     labels = {item.name: item.label for item in protoio.read_labelmap(data / "labelmap.prototxt").item if item.label}
     num_classes = max(labels.values()) + 1
     dataset = VocShapes(data, "trainval", labels)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
                                          collate_fn=lambda samples: tuple(zip(*samples)),
-                                         generator=torch.Generator().manual_seed(args.seed))
+                                         generator=torch.Generator().manual_seed(seed))
     images, truth = held_out_set(work)
     model = peer_model(num_classes, args.input)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     lr = args.peer_lr if args.peer_lr else 0.15 * args.batch / 192
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=4e-5)
     iterations = checkpoints[-1] // args.batch
     per_epoch = len(loader)
     epochs = -(-iterations // per_epoch)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / 1000,
-                                               total_iters=min(1000, per_epoch - 1))
+    if args.peer_optimizer == "adam":
+        # caffessd's recipe on the peer's net: Adam (L2 weight decay in the gradient, as
+        # Caffe's), the rate falling linearly to 0 at the last iteration, no warm-up.
+        lr = args.peer_lr or 0.005
+        optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-5)
+        per_step = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1 - it / iterations)
+        cosine = warmup = None
+        schedule = f"Adam lr {lr:g}, linear decay to 0 (caffessd's recipe)"
+    else:
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=4e-5)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / 1000,
+                                                   total_iters=min(1000, per_epoch - 1))
+        per_step = None
+        schedule = f"SGD lr {lr:g} (warm-up {min(1000, per_epoch - 1)} it, cosine over {epochs} epochs)"
     print(f"torchvision SSDlite320-MobileNetV3-Large from scratch, {sum(p.numel() for p in params) / 1e6:.2f} M "
-          f"parameters, input {args.input}, SGD lr {lr:g} (warm-up {min(1000, per_epoch - 1)} it, cosine over "
-          f"{epochs} epochs), RandomIoUCrop + flip", flush=True)
+          f"parameters, input {args.input}, {schedule}, RandomIoUCrop + flip", flush=True)
     results, step, evaluating = {}, 0, 0.0
     wanted = {images_seen // args.batch for images_seen in checkpoints}
     start = time.perf_counter()
@@ -365,7 +387,9 @@ def train_peer(work: Path, data: Path, args, checkpoints: Sequence[int]) -> Dict
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if epoch == 0:
+            if per_step is not None:
+                per_step.step()
+            elif epoch == 0:
                 warmup.step()
             step += 1
             if step in wanted:
@@ -377,7 +401,8 @@ def train_peer(work: Path, data: Path, args, checkpoints: Sequence[int]) -> Dict
                       flush=True)
             if step >= iterations:
                 break
-        cosine.step()
+        if cosine is not None:
+            cosine.step()
         if step >= iterations:
             break
     return results
@@ -399,6 +424,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="peer SGD learning rate [default: the reference's 0.15 x batch / 192]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-seed", type=int, help="caffessd's solver random_seed (the data stay those of --seed)")
+    parser.add_argument("--sgd-lr", type=float, default=0.02, help="base_lr of --variant sgd")
+    parser.add_argument("--peer-optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="sgd: the peer's reference recipe; adam: caffessd's recipe (Adam, linear decay) on the "
+                             "peer's net, to tell the optimiser from the net")
+    parser.add_argument("--peer-seed", type=int,
+                        help="the peer's torch seed (initial weights, image order, crops); the data stay those of --seed")
     parser.add_argument("--skip", default="", help="comma-separated: caffessd, peer")
     parser.add_argument("--variant", default="recipe", choices=sorted(VARIANTS),
                         help="caffessd's recipe, or another one to compare: " +
