@@ -68,7 +68,8 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--snapshot", type=int, help="snapshot interval [default: 1000, or a tenth of --max-iter]")
 @click.option("--from-scratch", is_flag=True,
               help="train from the fillers, not converted weights: Adam, poly decay to 0, every layer at the "
-                   "full rate, softmax class loss, BatchNorm statistics of the recent iterations, crops and mirror only")
+                   "full rate, small predictors and fan-out msra fillers, softmax class loss, BatchNorm statistics "
+                   "of the recent iterations, crops and mirror only")
 @click.option("--lmdb-train", default="trainval_lmdb", show_default=True, help="train LMDB path")
 @click.option("--lmdb-test", default="test_lmdb", show_default=True, help="test LMDB path")
 @click.option("--conf-loss", metavar="softmax|logistic", help="class loss [default: softmax for mnv1 and --from-scratch, logistic for mnv2]")

@@ -50,6 +50,8 @@ class FromScratch:
       images seen, about the same at the end: one seed, docs/training-recipe.md);
     - BatchNorm statistics averaged over the recent iterations only (see
       bn_moving_average);
+    - fillers: the box and class predictors N(0, 0.03), every other
+      convolution msra in its FAN_OUT form (heads.py, net_builder.add_conv);
     - no photometric distortion and no zoom-out (expand): the crops and the
       mirror stay. A small net from scratch underfits a short run with them, as
       torchvision's SSDlite recipe also leaves them out (see data.py).
