@@ -142,10 +142,8 @@ def apply_variant(variant: str, model: Path, iterations: int, sgd_lr: float = 0.
         return
     if variant in ("msra-heads", "fan-in"):
         net = protoio.read_net(model / "train.prototxt")
-        for layer in net.layer:
+        for layer in (layer for layer in net.layer if layer.type == "Convolution"):
             filler = layer.convolution_param.weight_filler
-            if layer.type != "Convolution":
-                continue
             if filler.type == "msra":
                 filler.ClearField("variance_norm")  # Caffe's default, FAN_IN
             elif variant == "msra-heads" and layer.top[0].endswith(("_mbox_loc", "_mbox_conf")):

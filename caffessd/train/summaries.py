@@ -18,7 +18,6 @@ a sparse `display`.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -27,6 +26,7 @@ import numpy as np
 from caffessd.errors import CaffessdError
 from caffessd.image.draw import drawn
 from caffessd.inference.detector import Detection
+from caffessd.inference.engines.base import MissingRuntime, require_runtime
 from caffessd.train.show import blob_to_image
 from caffessd.train.tfimport import tensorflow
 
@@ -39,12 +39,9 @@ def require_tensorboard() -> None:
     """tf.summary writes through the tensorboard package, which TensorFlow 2.20 and
     later no longer install: without it the first scalar would raise mid-run."""
     try:
-        importlib.import_module("tensorboard")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "tensorboard":
-            raise CaffessdError("TensorBoard event files need the 'tensorboard' package, which is not installed: "
-                                "pip install 'caffessd[tf]', or train with --no-tensorboard") from None
-        raise
+        require_runtime("tensorboard", "tensorboard", "tf", who="writing TensorBoard event files")
+    except MissingRuntime as exc:
+        raise CaffessdError(f"{exc}, or train with --no-tensorboard") from None
 
 
 class TestSample:
