@@ -7,12 +7,16 @@ DetectionOutput writes (label, score, xmin, ymin, xmax, ymax) rows and
 nothing at all when an image has no detection; the engine prefixes the
 image index to make caffessd's 7-column rows.
 
-Threads: ncnn parallelises with OpenMP (its wheel bundles libgomp), whose
-threads by default spin while they wait at a barrier. On a machine whose
-cores are busy with other work that turns into a stampede: MobileNet-SSD
-took 3.4 s per image with 2 threads on this project's shared 2-core machine,
-and 0.16 s with passive waiting. The engine therefore sets OMP_WAIT_POLICY=
-PASSIVE (unless it is set already) before ncnn is first imported.
+Threads: ncnn parallelises with OpenMP (its wheel bundles libgomp). By
+default libgomp's threads spin for a while at each barrier before they sleep,
+which is what a net of many short layers needs on free cores: MobileNet-SSD
+300 with 2 threads 18.1 ms per image, against 32.4 ms with passive waiting
+(face detector 4.5 against 16.4 ms; AMD EPYC, quiet 2-core machine). On a
+machine whose cores are already busy the spinning becomes a stampede instead:
+3.4 s per image against 0.16 s passive at a load average of 15. So the engine
+asks for passive waiting (OMP_WAIT_POLICY=PASSIVE) only when the load average
+is above the core count when ncnn is first loaded; an OMP_WAIT_POLICY or
+GOMP_SPINCOUNT of the user's is always left as it is.
 
 Precision: f32 turns off ncnn's float16/bfloat16 storage and arithmetic,
 which its CPU builds otherwise pick where the CPU has them (the parity tests
@@ -47,7 +51,7 @@ class NcnnEngine(Engine):
         weights = self.path.with_name(facts.get("bin") or self.path.with_suffix(".bin").name)
         if not weights.is_file():
             raise FormatError(weights, f"missing: the weights of {self.path.name}")
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # read by libgomp when ncnn loads
+        _choose_wait_policy()             # read by libgomp when ncnn loads
         ncnn = require_runtime("ncnn", engine="ncnn", extra="ncnn")
         self.net = _load(ncnn, self.path, weights, threads, self.precision)
         self._ncnn = ncnn
@@ -99,6 +103,25 @@ class NcnnEngine(Engine):
             shapes = {"loc": (1, -1), "conf": (1, -1), "priors": (1, 2, -1)}
             return {key: found[name].reshape(shapes[key]) for key, name in self.raw_outputs.items()}
         return found
+
+
+def wait_policy(environ, load_average: float, cpus: int) -> Optional[str]:
+    """The OMP_WAIT_POLICY to set before ncnn loads: PASSIVE when more threads
+    are already runnable than there are cores, else None (libgomp's default,
+    a bounded spin). None too when the user has chosen a policy."""
+    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return None
+    return "PASSIVE" if load_average > cpus else None
+
+
+def _choose_wait_policy() -> None:
+    try:
+        load = os.getloadavg()[0]
+    except OSError:                    # no load average on this system: assume free cores
+        load = 0.0
+    policy = wait_policy(os.environ, load, os.cpu_count() or 1)
+    if policy:
+        os.environ["OMP_WAIT_POLICY"] = policy
 
 
 def _load(ncnn, param: Path, weights: Path, threads: Optional[int], precision: str):
