@@ -15,6 +15,9 @@ ONNX path on onnxruntime.
 - Hostile input: one line, exit status 1, no file written.
 """
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -29,7 +32,7 @@ from caffessd.export.ncnn.export import export_ncnn  # noqa: E402
 from caffessd.net import Net  # noqa: E402
 from caffessd.inference.session import run_onnx  # noqa: E402
 from caffessd.onnxconv import read_metadata, to_onnx  # noqa: E402
-from conftest import run_in_process  # noqa: E402
+from conftest import ROOT, run_in_process  # noqa: E402
 from export_helpers import (NETS, assert_close, assert_same_face_rows, build_export_net, detect_json,  # noqa: E402
                             json_rows, layer_types, match_detections, onnx_outputs, photo_blob)
 from onnx_parity import build_net  # noqa: E402
@@ -284,8 +287,7 @@ def test_exporter_covers_the_onnx_converters_layer_types():
     assert to_ncnn(net).param.startswith("7767517\n")
 
 
-def test_wait_policy_spins_on_free_cores_and_sleeps_on_busy_ones(face_prototxt, face_caffemodel, tmp_path,
-                                                                 monkeypatch):
+def test_wait_policy_spins_on_free_cores_and_sleeps_on_busy_ones(face_prototxt, face_caffemodel, tmp_path):
     """libgomp's bounded spin on free cores (3.7x faster for the face net here),
     PASSIVE once more threads are runnable than there are cores, and the user's
     own OMP_WAIT_POLICY / GOMP_SPINCOUNT never overridden."""
@@ -297,14 +299,24 @@ def test_wait_policy_spins_on_free_cores_and_sleeps_on_busy_ones(face_prototxt, 
     assert ncnn_engine.wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, load_average=15.0, cpus=2) is None
     assert ncnn_engine.wait_policy({"GOMP_SPINCOUNT": "1000"}, load_average=15.0, cpus=2) is None
 
+    # The policy only counts before ncnn is first loaded, so each case opens the engine in a
+    # fresh Python with the load average it names.
     export_ncnn(face_prototxt, face_caffemodel, tmp_path / "face")
     param = next((tmp_path / "face").glob("*.param"))
-    for load, expected in ((0.5, None), (40.0, "PASSIVE")):
-        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-        monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-        monkeypatch.setattr(ncnn_engine.os, "getloadavg", lambda: (load, load, load))
-        open_engine(param)
-        assert ncnn_engine.os.environ.get("OMP_WAIT_POLICY") == expected
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    open_engine(param)
-    assert ncnn_engine.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    child = ("import os, sys; load = float(sys.argv[2]); os.getloadavg = lambda: (load, load, load); "
+             "from caffessd.inference.engines import open_engine; open_engine(sys.argv[1]); "
+             "first = os.environ.get('OMP_WAIT_POLICY'); os.getloadavg = lambda: (99.0,) * 3; "
+             "open_engine(sys.argv[1]); print(first, os.environ.get('OMP_WAIT_POLICY'))")
+
+    def policy_in_child(load, **extra):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env.update(extra, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+        out = subprocess.run([sys.executable, "-c", child, str(param), str(load)], capture_output=True,
+                             text=True, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
+
+    # A second open, with ncnn loaded, leaves the environment as the first one set it.
+    assert policy_in_child(0.5) == ["None", "None"]
+    assert policy_in_child(40.0) == ["PASSIVE", "PASSIVE"]
+    assert policy_in_child(40.0, OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "ACTIVE"]

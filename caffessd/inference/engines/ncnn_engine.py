@@ -25,6 +25,7 @@ need the float32 result); f16 turns float16 storage and arithmetic on.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -115,6 +116,10 @@ def wait_policy(environ, load_average: float, cpus: int) -> Optional[str]:
 
 
 def _choose_wait_policy() -> None:
+    # libgomp reads the variable once, when ncnn first loads it: set later it would
+    # change nothing for ncnn and only leak into this process's children.
+    if "ncnn" in sys.modules:
+        return
     try:
         load = os.getloadavg()[0]
     except OSError:                    # no load average on this system: assume free cores
