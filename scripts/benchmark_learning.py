@@ -174,12 +174,13 @@ def train_caffessd(work: Path, data: Path, args, checkpoints: Sequence[int]) -> 
     if args.variant in ("published", "readme-adam"):
         command.remove("--from-scratch")
     command[-2:-2] = args.gen_model_args.split()
-    print("caffessd " + " ".join(command) + ("" if args.variant == "recipe" else f"  (variant {args.variant})"),
-          flush=True)
-    plain = args.variant == "recipe" and not args.gen_model_args and args.train_seed is None
-    tag = f"{args.variant}{args.gen_model_args}" + (f"-seed{args.train_seed}" if args.train_seed is not None else "")
+    plain = args.variant == "recipe" and not args.gen_model_args and not args.train_args and args.train_seed is None
+    tag = (f"{args.variant}{args.gen_model_args}{args.train_args}"
+           + (f"-seed{args.train_seed}" if args.train_seed is not None else ""))
     model = work / ("caffessd" if plain else "caffessd-" + re.sub(r"[^\w.]+", "_", tag))
     command[command.index("-o") + 1] = str(model)
+    print("caffessd " + " ".join(command) + ("" if args.variant == "recipe" else f"  (variant {args.variant})"),
+          flush=True)
     caffessd_cli(*command)
     apply_variant(args.variant, model, iterations, args.sgd_lr)
     solver_path = model / "solver_train.prototxt"
@@ -192,9 +193,10 @@ def train_caffessd(work: Path, data: Path, args, checkpoints: Sequence[int]) -> 
     if not wanted <= tested:
         sys.exit(f"gen-model's test_interval {solver.test_interval} does not test at iterations {sorted(wanted)}: "
                  "choose checkpoints that are multiples of it")
-    print(f"caffessd train {solver_path}", flush=True)
+    print(f"caffessd train {solver_path} {args.train_args}".rstrip(), flush=True)
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "caffessd", "train", str(solver_path), "--no-progress"],
+    process = subprocess.Popen([sys.executable, "-m", "caffessd", "train", str(solver_path), "--no-progress",
+                                *args.train_args.split()],
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     # Training time leaves out the held-out tests: each one's time runs from its
     # "Testing net" line to its "detection_eval" line.
@@ -434,6 +436,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
     parser.add_argument("--gen-model-args", default="",
                         help="more gen-model options for caffessd, e.g. '--conf-loss softmax --lr 0.002'")
+    parser.add_argument("--train-args", default="",
+                        help="more `caffessd train` options, e.g. '--bn-recompute 20'")
     parser.add_argument("--concurrent", action="store_true", help="run the two trainers at the same time")
     parser.add_argument("--peer-results", type=Path,
                         help="the peer's figures from an earlier run's results.json (same data and checkpoints) "

@@ -56,7 +56,8 @@ def test_from_scratch_writes_adam_with_poly_decay_full_rates_and_light_augmentat
     assert (solver.momentum, solver.momentum2) == (pytest.approx(0.9), pytest.approx(0.999))
     assert solver.base_lr == pytest.approx(0.005) and not solver.stepvalue
     assert lr_mults(train) == {1.0}  # mnv1 otherwise fine-tunes its backbone at 0.1
-    assert moving_averages(train) == {0.99}  # 2000 / 20 = 100 iterations
+    # From scratch the window is 10 iterations whatever the run's length (without it 2000 / 20 = 100).
+    assert moving_averages(train) == {0.9}
     data = train.layer[0]
     assert not data.transform_param.HasField("distort_param") and not data.transform_param.HasField("expand_param")
     assert data.transform_param.mirror and len(data.annotated_data_param.batch_sampler) == 7  # whole image + 6 crops
@@ -117,6 +118,18 @@ def test_from_scratch_starts_the_predictors_small(tmp_path, capsys, backbone, he
         assert weights[name].std() == pytest.approx(expected, rel=0.1), (name, shape)
 
 
+def test_bn_window_sets_the_train_nets_averaging(tmp_path, capsys):
+    """--bn-window N: Caffe's moving_average_fraction 1 - 1/N in every train-net BatchNorm,
+    whatever --max-iter and --from-scratch would choose; the test net keeps its stored
+    statistics (no fraction written)."""
+    for options, fraction in ((("--bn-window", "20"), 0.95),
+                              (("--max-iter", "3000", "--bn-window", "4"), 0.75),
+                              (("--max-iter", "500", "--from-scratch", "--bn-window", "100"), 0.99)):
+        _, train, test = generate(tmp_path, capsys, *options)
+        assert moving_averages(train) == {fraction}, options
+        assert moving_averages(test) == {None}
+
+
 @pytest.mark.parametrize("options", [(), ("--max-iter", "500"), ("--max-iter", "500", "--from-scratch")])
 def test_solver_is_one_caffe_runs(tmp_path, capsys, options):
     """Every field set is one of the fork's caffe.proto (the file parses with it), the
@@ -136,7 +149,7 @@ def test_solver_is_one_caffe_runs(tmp_path, capsys, options):
 
 def test_bad_schedule_options_are_one_line(tmp_path, capsys):
     for options, words in ((("--max-iter", "-5"), "--max-iter"), (("--lr", "0"), "--lr"),
-                           (("--lr", "nan"), "--lr")):
+                           (("--lr", "nan"), "--lr"), (("--bn-window", "1"), "--bn-window")):
         code, err, _ = run_in_process(["gen-model", *options, "-o", tmp_path / "bad"], capsys)
         assert code != 0 and words in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "bad").exists()

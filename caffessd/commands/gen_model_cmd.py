@@ -20,6 +20,15 @@ from caffessd.util.files import check_writable
 from caffessd.util.outputs import check_outputs
 
 
+def _bn_fraction(window: Optional[int]) -> Optional[float]:
+    """--bn-window N as Caffe's moving_average_fraction: iteration k back weighs (1 - 1/N)^k."""
+    if window is None:
+        return None
+    if window < 2:
+        raise CaffessdError(f"--bn-window must be at least 2 iterations, got {window}")
+    return round(1.0 - 1.0 / window, 6)
+
+
 def parse_max_sizes(text: str) -> List[Optional[float]]:
     """'-,150,195' : '-' (or 0) for a head without max size."""
     values = []
@@ -70,6 +79,10 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
               help="train from the fillers, not converted weights: Adam, poly decay to 0, every layer at the "
                    "full rate, small predictors and fan-out msra fillers, softmax class loss, BatchNorm statistics "
                    "of the recent iterations, crops and mirror only")
+@click.option("--bn-window", type=int,
+              help="iterations the train net's BatchNorm averages its running statistics over "
+                   "(moving_average_fraction 1 - 1/N) [default: Caffe's 1000; with --max-iter or "
+                   "--from-scratch, see docs/training-recipe.md]")
 @click.option("--lmdb-train", default="trainval_lmdb", show_default=True, help="train LMDB path")
 @click.option("--lmdb-test", default="test_lmdb", show_default=True, help="test LMDB path")
 @click.option("--conf-loss", metavar="softmax|logistic", help="class loss [default: softmax for mnv1 and --from-scratch, logistic for mnv2]")
@@ -97,7 +110,7 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, input_size, classes, labelmap,
             feature_layers, min_scale, max_scale, min_sizes, max_sizes, aspect_ratios, tf_lowest_anchors, clip,
             explicit_steps, mean, scale, stage, lr, batch_size, iter_size, max_iter, snapshot, from_scratch,
-            lmdb_train, lmdb_test, conf_loss, conf_threshold, nms_threshold, test_nms_threshold,
+            bn_window, lmdb_train, lmdb_test, conf_loss, conf_threshold, nms_threshold, test_nms_threshold,
             deploy_nms_threshold, top_k, keep_top_k, relu6, tf_pad, bn, dw_engine, head_kernel, new_conf_layers,
             pretrained_lr_mult, init_weights, seed):
     """Write train/test/deploy nets and solvers of a MobileNet-SSD, MobileNetV2-SSD or SSDLite detector.
@@ -124,6 +137,7 @@ def command(out_dir, backbone, head, width, min_depth, finegrain, extra_layers, 
         tf_lowest_layer_anchors=tf_lowest_anchors, clip=clip, explicit_steps=explicit_steps,
         mean=tuple(parse_floats(mean, "--mean")), scale=scale, lr=lr, batch_size=batch_size,
         iter_size=iter_size, max_iter=max_iter, snapshot=snapshot, from_scratch=from_scratch,
+        bn_moving_average=_bn_fraction(bn_window),
         lmdb_train=lmdb_train, lmdb_test=lmdb_test,
         conf_loss=conf_loss, conf_threshold=conf_threshold, relu6=relu6, tf_pad=tf_pad, bn=bn,
         dw_engine=dw_engine, head_kernel=head_kernel, new_conf_layers=new_conf_layers,
