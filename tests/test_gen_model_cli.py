@@ -99,6 +99,23 @@ def test_detection_output_options_reach_test_and_deploy_nets(tmp_path, capsys):
     assert detection_output(tmp_path / "counts" / "test.prototxt") == (0.45, 300, -1, 0.01)
 
 
+def _prior_params(path):
+    net = read_prototxt(path, caffe_pb2.NetParameter)
+    return [(list(l.prior_box_param.min_size), list(l.prior_box_param.max_size))
+            for l in net.layer if l.type == "PriorBox"]
+
+
+def test_max_sizes_alone_replace_the_scales_max_sizes(tmp_path, capsys):
+    """--max-sizes without --min-sizes keeps the scales' min sizes (0.2-0.95 of 160: 32, 56, ...,
+    152) and gives each head the max size asked for, the first one too ('-' for none)."""
+    code, _, err = run_cli(["--backbone", "mnv2", "--head", "ssdlite", "--input", "160", "--stage", "deploy",
+                            "--max-sizes", "56,80,104,-,152,160", "-o", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert _prior_params(tmp_path / "deploy.prototxt") == [
+        ([32.0], [56.0]), ([56.0], [80.0]), ([80.0], [104.0]), ([104.0], []), ([128.0], [152.0]),
+        ([152.0], [160.0])]
+
+
 def _garbage_labelmap(tmp_path):
     path = tmp_path / "bad_labelmap.prototxt"
     path.write_text("item { name: 'x' label: one }\n")
@@ -119,6 +136,7 @@ BAD = [
     (["--backbone", "resnet"], "--backbone must be one of mnv1, mnv2, got 'resnet'"),
     (["--classes", "1"], "--classes must be at least 2"),
     (["--min-sizes", "30,60"], "--min-sizes has 2 values for 6 feature layers"),
+    (["--max-sizes", "60,-"], "--max-sizes has 2 values for 6 feature layers"),
     (["--stage", "eval"], "--stage must be one of train, test, deploy or all, got 'eval'"),
     (["--nms-threshold", "0"], "--nms-threshold must be in (0, 1], got 0"),
     (["--top-k", "0"], "--top-k must be at least 1 (or -1 for all), got 0"),

@@ -62,18 +62,22 @@ def prior_count(specs: Sequence[PriorSpec], feature_sizes: Sequence[Tuple[int, i
 
 
 def _sizes(config: SSDConfig, count: int):
+    if config.max_sizes is not None and len(config.max_sizes) != count:
+        raise CaffessdError(f"--max-sizes has {len(config.max_sizes)} values for {count} feature layers")
     if config.min_sizes is not None:
         if len(config.min_sizes) != count:
             raise CaffessdError(f"--min-sizes has {len(config.min_sizes)} values for {count} feature layers")
-        max_sizes = list(config.max_sizes) if config.max_sizes is not None else [None] * count
-        if len(max_sizes) != count:
-            raise CaffessdError(f"--max-sizes has {len(max_sizes)} values for {count} feature layers")
-        return [clean(s) for s in config.min_sizes], [None if s is None else clean(s) for s in max_sizes]
-    scales = tf_scales(config.min_scale, config.max_scale, count)
-    ref = config.ref_size
-    min_sizes = [clean(s * ref) for s in scales[:count]]
-    # The first head has no max size; head i > 0 reaches up to the next scale.
-    max_sizes = [None] + [clean(scales[i + 1] * ref) for i in range(1, count)]
+        min_sizes = [clean(s) for s in config.min_sizes]
+        max_sizes = [None] * count
+    else:
+        scales = tf_scales(config.min_scale, config.max_scale, count)
+        ref = config.ref_size
+        min_sizes = [clean(s * ref) for s in scales[:count]]
+        # The first head has no max size; head i > 0 reaches up to the next scale.
+        max_sizes = [None] + [clean(scales[i + 1] * ref) for i in range(1, count)]
+    if config.max_sizes is not None:
+        # Explicit max sizes apply over either kind of min sizes ('-' keeps a head without one).
+        max_sizes = [None if s is None else clean(s) for s in config.max_sizes]
     return min_sizes, max_sizes
 
 
