@@ -251,3 +251,60 @@ def test_xla_compiled_steps_equal_the_plain_steps(tmp_path):
     for name, arrays in runs[False][1].items():
         for a, b in zip(arrays, if_xla[name]):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def conv_nchw(x, w, stride, pad):
+    """A plain numpy convolution (NCHW, OIHW, no bias): the reference for the executor's."""
+    n, _, h, width = x.shape
+    k = w.shape[2]
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - k) // stride + 1, (width + 2 * pad - k) // stride + 1
+    out = np.zeros((n, w.shape[0], oh, ow))
+    for i in range(k):
+        for j in range(k):
+            patch = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j].astype(np.float64))
+    return out
+
+
+def test_bn_recompute_stores_the_plain_mean_of_training_batches_at_the_snapshots_weights(tmp_path):
+    """bn_recompute=N (`train --bn-recompute N`): before a snapshot the BatchNorm blobs hold
+    sums over N training batches at the final weights and weight N, so the stored mean and
+    variance are the plain means of the batches' (Caffe's m/(m-1)-corrected) statistics,
+    computed here from the snapshot's conv weights by a numpy convolution (rtol 1e-4).
+    The weights are untouched, a second recompute gives the same statistics, and without
+    the option the same run stores Caffe's running averages (weight 1 + 0.999)."""
+    from caffessd.protoio import blob_to_array, read_caffemodel
+
+    (tmp_path / "tiny.prototxt").write_text(TINY_NET)
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'train_net: "{tmp_path / "tiny.prototxt"}"\ntype: "Adam"\nbase_lr: 0.01\nmomentum: 0.9\n'
+                      f'momentum2: 0.999\nlr_policy: "fixed"\nmax_iter: 2\nrandom_seed: 1\nsnapshot: 2\n'
+                      f'snapshot_prefix: "{tmp_path / "net"}"\n')
+    batches = synthetic_batches(2, 32, 3, 3, seed=9)
+    trainer = Trainer(solver, input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False,
+                      bn_recompute=3)
+    trainer.solve()
+    model = read_caffemodel(tmp_path / "net_iter_2.caffemodel")
+    blobs = {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in model.layer}
+    means, variances = [], []
+    for images, _ in batches:
+        y = conv_nchw(images, blobs["conv1"][0], stride=2, pad=1)
+        m = y.shape[0] * y.shape[2] * y.shape[3]
+        means.append(y.mean(axis=(0, 2, 3)))
+        variances.append(y.var(axis=(0, 2, 3)) * m / (m - 1))
+    mean_sum, var_sum, factor = blobs["conv1/bn"]
+    assert float(factor.ravel()[0]) == 3.0
+    np.testing.assert_allclose(mean_sum / 3, np.mean(means, axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(var_sum / 3, np.mean(variances, axis=0), rtol=1e-4, atol=1e-6)
+
+    weights = trainer.store.arrays()
+    trainer.bn_recompute()
+    again = trainer.store.arrays()
+    for name, arrays in weights.items():
+        for a, b in zip(arrays, again[name]):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7, err_msg=name)
+
+    plain = Trainer(solver, input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False)
+    plain.solve()
+    assert plain.store.arrays()["conv1/bn"][2].ravel()[0] == pytest.approx(1.999)

@@ -41,6 +41,10 @@ from caffessd.util.outputs import Input, check_outputs
 @click.option("--empty-image-negatives", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
               help="each image without objects gives its N hardest priors as background examples (0: none, as the "
                    "SSD fork, whose mining follows an image's positives)")
+@click.option("--bn-recompute", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="before each test and snapshot, recompute the BatchNorm statistics at the current weights "
+                   "over N training batches, each weighed the same, instead of Caffe's running averages "
+                   "(0: Caffe's); see docs/training-recipe.md")
 @click.option("--lint/--no-lint", "lint_first", default=True, show_default=True,
               help="check the train LMDB first and print lint-dataset's summary")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar (images/s, ETA) on stderr")
@@ -48,7 +52,7 @@ from caffessd.util.outputs import Input, check_outputs
               help="read data sources that leave the data root (a relative source with '..' or a link leading "
                    "out; with --data-root, also absolute ones); refused by default")
 def command(solver, weights, skip_mismatched, resume, gpus, data_root, mixed_precision, empty_image_negatives,
-            lint_first, xla, tensorboard_dir, no_tensorboard, progress, allow_outside_root):
+            bn_recompute, lint_first, xla, tensorboard_dir, no_tensorboard, progress, allow_outside_root):
     """Train the solver's train_net (testing its test_net every test_interval)
     with Caffe's semantics; snapshots PREFIX_iter_N.caffemodel/.solverstate."""
     if weights and resume:
@@ -67,7 +71,8 @@ def command(solver, weights, skip_mismatched, resume, gpus, data_root, mixed_pre
         check_mixed_precision()
     tensorboard = False if no_tensorboard else (tensorboard_dir or True)
     trainer = Trainer(solver, root=data_root, progress=progress, strategy=strategy, mixed_precision=mixed_precision,
-                      empty_image_negatives=empty_image_negatives, xla=xla, tensorboard=tensorboard)
+                      empty_image_negatives=empty_image_negatives, xla=xla, tensorboard=tensorboard,
+                      bn_recompute=bn_recompute)
     del param
     sources = _data_sources(trainer, data_root, allow_outside_root)
     if resume:

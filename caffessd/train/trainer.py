@@ -24,6 +24,7 @@ from caffessd import caffe_pb2, protoio
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.net import Net, filter_phase
 from caffessd.train import devices, inputs, precision, snapshot, summaries
+from caffessd.train.bnstats import BatchNormRecompute
 from caffessd.train.executor import ParamStore, TFNet, initial_weights
 from caffessd.train.solver import Solver
 from caffessd.train.tfimport import tensorflow
@@ -76,7 +77,7 @@ class Trainer:
     def __init__(self, solver, *, input_fn: Optional[Callable] = None, root=None,
                  log: Optional[Callable[[str], None]] = None, progress: bool = True,
                  shard=(0, 1), compiled: bool = True, strategy=None, mixed_precision: bool = False,
-                 empty_image_negatives: int = 0, xla: bool = False, tensorboard=True):
+                 empty_image_negatives: int = 0, xla: bool = False, tensorboard=True, bn_recompute: int = 0):
         self.tf = tf = tensorflow()
         self.solver_path = Path(solver) if not isinstance(solver, caffe_pb2.SolverParameter) else Path("solver.prototxt")
         self.param = solver if isinstance(solver, caffe_pb2.SolverParameter) else read_solver(solver)
@@ -109,9 +110,17 @@ class Trainer:
         if not self.chief:
             self.log = lambda line: None
             self.show_progress = False
+        if bn_recompute and strategy is not None and strategy.num_replicas_in_sync > 1:
+            raise CaffessdError("--bn-recompute runs on one device; leave it out with several GPUs or workers")
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             self._build(input_fn, compiled)
+        # Not Caffe's: BatchNorm statistics recomputed at the weights of each test and
+        # snapshot over this many training batches (caffessd.train.bnstats); 0: Caffe's.
+        self.bn_recompute = BatchNormRecompute(tf, self.train_net, self.store, bn_recompute,
+                                               lambda: self._next_batch()[0], self.compute_dtype,
+                                               compiled) if bn_recompute else None
+        self._statistics_fresh_at: Optional[int] = None
 
     def _build(self, input_fn, compiled):
         tf = self.tf
@@ -220,9 +229,19 @@ class Trainer:
             self._summaries = summaries.TrainingSummaries(self.tensorboard_dir)
         return self._summaries
 
+    def fresh_batchnorm_statistics(self) -> None:
+        """With --bn-recompute: the statistics of the current weights, once per iteration."""
+        if self.bn_recompute is None or self._statistics_fresh_at == self.solver.iter:
+            return
+        self.log(f"Iteration {self.solver.iter}, BatchNorm statistics recomputed over "
+                 f"{self.bn_recompute.batches} batches")
+        self.bn_recompute()
+        self._statistics_fresh_at = self.solver.iter
+
     def write_snapshot(self):
         if not self.chief:
             return None, None
+        self.fresh_batchnorm_statistics()
         prefix = self.prefix
         model_path, state_path = snapshot.snapshot_paths(prefix, self.solver.iter)
         self.log(f"Snapshotting to binary proto file {model_path}")
@@ -467,6 +486,8 @@ class Trainer:
         results = []
         if not self.chief:
             return results
+        if self.test_nets:
+            self.fresh_batchnorm_statistics()
         for k, net in enumerate(self.test_nets):
             self.log(f"Iteration {self.solver.iter}, Testing net (#{k})")
             value = self.test(k)
