@@ -120,7 +120,10 @@ def gen_model_args(work: Path, data: Path, args, iterations: int) -> List[str]:
 
 
 # Other caffessd recipes, for the comparisons in docs/training-recipe.md: each is gen-model
-# with --max-iter (and the flags named), then the edits a user would make by hand.
+# with --max-iter (and the flags named), then the edits a user would make by hand. fan-in and
+# msra-heads change only the fillers of today's --from-scratch (its BatchNorm window and its
+# first head's priors are today's too); the tables that compare them were measured at the
+# commits that wrote them.
 VARIANTS = {
     "recipe": "gen-model --max-iter N --from-scratch (the recipe)",
     "published": "gen-model --max-iter N: the published RMSProp solver scaled to the run",

@@ -118,6 +118,46 @@ def test_from_scratch_starts_the_predictors_small(tmp_path, capsys, backbone, he
         assert weights[name].std() == pytest.approx(expected, rel=0.1), (name, shape)
 
 
+def prior_layout(net):
+    """(min sizes, max sizes, aspect ratios) of each PriorBox, and each head's class-conv outputs."""
+    priors = [(list(l.prior_box_param.min_size), list(l.prior_box_param.max_size),
+               [round(a, 6) for a in l.prior_box_param.aspect_ratio])
+              for l in net.layer if l.type == "PriorBox"]
+    conf = [l.convolution_param.num_output for l in net.layer if l.type == "Convolution"
+            and l.top[0].endswith("_mbox_conf")]
+    return priors, conf
+
+
+@pytest.mark.parametrize("backbone, head", [("mnv1", "ssd"), ("mnv2", "ssdlite")])
+def test_from_scratch_gives_the_first_head_the_priors_of_the_others(tmp_path, capsys, backbone, head):
+    """The published first head has 3 boxes (min size 0.2 of the side, ratio 2: what the
+    converted TF weights expect); --from-scratch gives it the 6 of the others, as torchvision's
+    SSDlite (DefaultBoxGenerator: ratios [2, 3] on every map, scales 0.2 + 0.15 k, the extra
+    square sqrt(s_k s_k+1)). At 160: min sizes 0.2, 0.35, ... 0.95 x 160 = 32, 56, 80, 104,
+    128, 152; max sizes the next scale (1.0 after the last): 56, 80, ..., 160; 6 boxes x 4
+    classes = 24 class outputs per cell."""
+    common = ("--backbone", backbone, "--head", head, "--input", "160", "--max-iter", "500")
+    mins = [[32.0], [56.0], [80.0], [104.0], [128.0], [152.0]]
+    _, train, _ = generate(tmp_path / "published", capsys, *common)
+    priors, conf = prior_layout(train)
+    assert [p[0] for p in priors] == mins
+    assert [p[1] for p in priors] == [[], [80.0], [104.0], [128.0], [152.0], [160.0]]
+    assert [p[2] for p in priors] == [[2.0]] + [[2.0, 3.0]] * 5
+    assert conf == [12] + [24] * 5
+    _, train, test = generate(tmp_path / "scratch", capsys, *common, "--from-scratch")
+    for net in (train, test):
+        priors, conf = prior_layout(net)
+        assert [p[0] for p in priors] == mins
+        assert [p[1] for p in priors] == [[56.0], [80.0], [104.0], [128.0], [152.0], [160.0]]
+        assert [p[2] for p in priors] == [[2.0, 3.0]] * 6
+        assert conf == [24] * 6
+    # An explicit layout still wins over --from-scratch's.
+    _, train, _ = generate(tmp_path / "explicit", capsys, *common, "--from-scratch", "--aspect-ratios", "2",
+                           "--max-sizes", "-,80,104,128,152,160")
+    priors, conf = prior_layout(train)
+    assert priors[0] == ([32.0], [], [2.0]) and conf == [12] + [16] * 5
+
+
 def test_bn_window_sets_the_train_nets_averaging(tmp_path, capsys):
     """--bn-window N: Caffe's moving_average_fraction 1 - 1/N in every train-net BatchNorm,
     whatever --max-iter and --from-scratch would choose; the test net keeps its stored

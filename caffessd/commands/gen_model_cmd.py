@@ -61,7 +61,7 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--max-scale", default=0.95, show_default=True, type=float, help="largest prior scale (TF-OD-API sense)")
 @click.option("--min-sizes", help="explicit min prior sizes in pixels, one per head (overrides the scales)")
 @click.option("--max-sizes", help="explicit max prior sizes in pixels, one per head, '-' for none")
-@click.option("--aspect-ratios", help="'2,3' for every head or '2;2,3;...' per head [default: 2 then 2,3]")
+@click.option("--aspect-ratios", help="'2,3' for every head or '2;2,3;...' per head [default: 2 then 2,3; with --from-scratch 2,3]")
 @click.option("--tf-lowest-anchors", is_flag=True, help="first head gets TensorFlow's lowest-layer boxes exactly")
 @click.option("--clip", is_flag=True, help="clip priors to the image")
 @click.option("--explicit-steps", is_flag=True, help="write PriorBox steps (input/map size) instead of letting PriorBox derive them")
@@ -78,7 +78,7 @@ def parse_aspect_ratios(text: str) -> List[List[float]]:
 @click.option("--from-scratch", is_flag=True,
               help="train from the fillers, not converted weights: Adam, poly decay to 0, every layer at the "
                    "full rate, small predictors and fan-out msra fillers, softmax class loss, BatchNorm statistics "
-                   "of the recent iterations, crops and mirror only")
+                   "of the recent iterations, crops and mirror only, 6 priors in the first head as in the others")
 @click.option("--bn-window", type=int,
               help="iterations the train net's BatchNorm averages its running statistics over "
                    "(moving_average_fraction 1 - 1/N) [default: Caffe's 1000; with --max-iter or "

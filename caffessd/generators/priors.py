@@ -5,8 +5,12 @@ scale_i = min_scale + (max_scale - min_scale) * i / (n - 1), and 1.0 after the
 last. Head i gets min size scale_i and max size scale_{i+1} (Caffe's extra
 square of side sqrt(min*max) is TF's interpolated scale), in pixels of the
 shorter input side so boxes stay square in pixels as TF makes them. The first
-head has no max size (3 boxes per cell, as in the published nets), or with
-`tf_lowest_layer_anchors` TF's exact lowest-layer boxes.
+head has no max size and aspect ratio 2 only (3 boxes per cell, as in the
+published nets, whose converted weights expect it), or with
+`tf_lowest_layer_anchors` TF's exact lowest-layer boxes. A net trained from
+scratch has no weights to fit: its first head gets the 6 boxes of every other
+head (aspect ratios 2 and 3, max size the next scale), as in the SSD paper and
+torchvision's SSD/SSDlite (docs/training-recipe.md measures the difference).
 """
 from __future__ import annotations
 
@@ -73,8 +77,10 @@ def _sizes(config: SSDConfig, count: int):
         scales = tf_scales(config.min_scale, config.max_scale, count)
         ref = config.ref_size
         min_sizes = [clean(s * ref) for s in scales[:count]]
-        # The first head has no max size; head i > 0 reaches up to the next scale.
-        max_sizes = [None] + [clean(scales[i + 1] * ref) for i in range(1, count)]
+        # Head i reaches up to the next scale; the published first head has no max size.
+        max_sizes = [clean(scales[i + 1] * ref) for i in range(count)]
+        if not config.from_scratch:
+            max_sizes[0] = None
     if config.max_sizes is not None:
         # Explicit max sizes apply over either kind of min sizes ('-' keeps a head without one).
         max_sizes = [None if s is None else clean(s) for s in config.max_sizes]
@@ -84,7 +90,8 @@ def _sizes(config: SSDConfig, count: int):
 def _aspect_ratios(config: SSDConfig, count: int) -> List[List[float]]:
     given = config.aspect_ratios
     if given is None:
-        return [list(DEFAULT_FIRST_ASPECT_RATIOS)] + [list(DEFAULT_ASPECT_RATIOS) for _ in range(count - 1)]
+        first = DEFAULT_ASPECT_RATIOS if config.from_scratch else DEFAULT_FIRST_ASPECT_RATIOS
+        return [list(first)] + [list(DEFAULT_ASPECT_RATIOS) for _ in range(count - 1)]
     if len(given) == 1:
         return [list(given[0]) for _ in range(count)]
     if len(given) != count:
