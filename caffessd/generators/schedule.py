@@ -54,6 +54,8 @@ class FromScratch:
       bn_moving_average);
     - fillers: the box and class predictors N(0, 0.03), every other
       convolution msra in its FAN_OUT form (heads.py, net_builder.add_conv);
+    - the first head's priors as every other head's: 6 boxes, not the
+      published 3 that converted weights expect (priors.py);
     - no photometric distortion and no zoom-out (expand): the crops and the
       mirror stay. A small net from scratch underfits a short run with them, as
       torchvision's SSDlite recipe also leaves them out (see data.py).
