@@ -156,6 +156,10 @@ def test_from_scratch_gives_the_first_head_the_priors_of_the_others(tmp_path, ca
                            "--max-sizes", "-,80,104,128,152,160")
     priors, conf = prior_layout(train)
     assert priors[0] == ([32.0], [], [2.0]) and conf == [12] + [16] * 5
+    # So do TF's exact lowest-layer boxes: the same 3 as without --from-scratch.
+    layouts = [prior_layout(generate(tmp_path / name, capsys, *common, *extra, "--tf-lowest-anchors")[1])
+               for name, extra in (("tf", ()), ("tf-scratch", ("--from-scratch",)))]
+    assert layouts[0][0][0] == layouts[1][0][0] and layouts[0][1][0] == layouts[1][1][0] == 12
 
 
 def test_bn_window_sets_the_train_nets_averaging(tmp_path, capsys):

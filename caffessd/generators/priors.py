@@ -90,7 +90,9 @@ def _sizes(config: SSDConfig, count: int):
 def _aspect_ratios(config: SSDConfig, count: int) -> List[List[float]]:
     given = config.aspect_ratios
     if given is None:
-        first = DEFAULT_ASPECT_RATIOS if config.from_scratch else DEFAULT_FIRST_ASPECT_RATIOS
+        # TF's exact lowest-layer boxes (tf_lowest_layer_anchors) have ratio 2 only, from scratch too.
+        full = config.from_scratch and not config.tf_lowest_layer_anchors
+        first = DEFAULT_ASPECT_RATIOS if full else DEFAULT_FIRST_ASPECT_RATIOS
         return [list(first)] + [list(DEFAULT_ASPECT_RATIOS) for _ in range(count - 1)]
     if len(given) == 1:
         return [list(given[0]) for _ in range(count)]
