@@ -104,6 +104,17 @@ def run_in_process(argv, capsys) -> tuple:
     return code, captured.err, captured.out
 
 
+def prior_layout(net):
+    """(min sizes, max sizes, aspect ratios) of each PriorBox of a NetParameter, and each
+    head's class-conv outputs: what gen-model's prior options decide."""
+    priors = [(list(l.prior_box_param.min_size), list(l.prior_box_param.max_size),
+               [round(a, 6) for a in l.prior_box_param.aspect_ratio])
+              for l in net.layer if l.type == "PriorBox"]
+    conf = [l.convolution_param.num_output for l in net.layer if l.type == "Convolution"
+            and l.top[0].endswith("_mbox_conf")]
+    return priors, conf
+
+
 @pytest.fixture(scope="session")
 def run_cli():
     """Run `python -m caffessd ARGS...` in a subprocess (real exit codes and stderr)."""

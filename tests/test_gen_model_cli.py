@@ -9,7 +9,7 @@ import pytest
 from caffessd import caffe_pb2
 from caffessd.cli import main
 from caffessd.protoio import read_prototxt
-from conftest import MNV2_REF, ROOT
+from conftest import MNV2_REF, ROOT, prior_layout
 
 # More than 7 significant decimals is float32 noise (0.10000000149, 104.99999).
 FLOAT_NOISE = re.compile(r"\d\.\d*(?:0000\d|9999\d)")
@@ -99,19 +99,14 @@ def test_detection_output_options_reach_test_and_deploy_nets(tmp_path, capsys):
     assert detection_output(tmp_path / "counts" / "test.prototxt") == (0.45, 300, -1, 0.01)
 
 
-def _prior_params(path):
-    net = read_prototxt(path, caffe_pb2.NetParameter)
-    return [(list(l.prior_box_param.min_size), list(l.prior_box_param.max_size))
-            for l in net.layer if l.type == "PriorBox"]
-
-
 def test_max_sizes_alone_replace_the_scales_max_sizes(tmp_path, capsys):
     """--max-sizes without --min-sizes keeps the scales' min sizes (0.2-0.95 of 160: 32, 56, ...,
     152) and gives each head the max size asked for, the first one too ('-' for none)."""
     code, _, err = run_cli(["--backbone", "mnv2", "--head", "ssdlite", "--input", "160", "--stage", "deploy",
                             "--max-sizes", "56,80,104,-,152,160", "-o", str(tmp_path)], capsys)
     assert code == 0, err
-    assert _prior_params(tmp_path / "deploy.prototxt") == [
+    priors, _ = prior_layout(read_prototxt(tmp_path / "deploy.prototxt", caffe_pb2.NetParameter))
+    assert [(mins, maxes) for mins, maxes, _ in priors] == [
         ([32.0], [56.0]), ([56.0], [80.0]), ([80.0], [104.0]), ([104.0], []), ([128.0], [152.0]),
         ([152.0], [160.0])]
 

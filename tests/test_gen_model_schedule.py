@@ -6,7 +6,7 @@ import pytest
 
 from caffessd import caffe_pb2
 from caffessd.protoio import read_prototxt
-from conftest import run_in_process
+from conftest import prior_layout, run_in_process
 
 # SGDSolver<Dtype>::GetLearningRate in weiliu89/caffe (ssd branch), src/caffe/solvers/sgd_solver.cpp.
 FORK_LR_POLICIES = {"fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "plateau"}
@@ -116,16 +116,6 @@ def test_from_scratch_starts_the_predictors_small(tmp_path, capsys, backbone, he
         shape = weights[name].shape
         expected = (2.0 / (weights[name].size / shape[1])) ** 0.5
         assert weights[name].std() == pytest.approx(expected, rel=0.1), (name, shape)
-
-
-def prior_layout(net):
-    """(min sizes, max sizes, aspect ratios) of each PriorBox, and each head's class-conv outputs."""
-    priors = [(list(l.prior_box_param.min_size), list(l.prior_box_param.max_size),
-               [round(a, 6) for a in l.prior_box_param.aspect_ratio])
-              for l in net.layer if l.type == "PriorBox"]
-    conf = [l.convolution_param.num_output for l in net.layer if l.type == "Convolution"
-            and l.top[0].endswith("_mbox_conf")]
-    return priors, conf
 
 
 @pytest.mark.parametrize("backbone, head", [("mnv1", "ssd"), ("mnv2", "ssdlite")])

@@ -65,6 +65,12 @@ def prior_count(specs: Sequence[PriorSpec], feature_sizes: Sequence[Tuple[int, i
     return sum(h * w * spec.boxes_per_cell() for spec, (h, w) in zip(specs, feature_sizes))
 
 
+def _full_first_head(config: SSDConfig) -> bool:
+    """Whether the first head gets the 6 default boxes of the others (a max size and ratio 3)
+    instead of the published 3: from scratch, unless TF's exact lowest-layer boxes are asked for."""
+    return config.from_scratch and not config.tf_lowest_layer_anchors
+
+
 def _sizes(config: SSDConfig, count: int):
     if config.max_sizes is not None and len(config.max_sizes) != count:
         raise CaffessdError(f"--max-sizes has {len(config.max_sizes)} values for {count} feature layers")
@@ -79,7 +85,7 @@ def _sizes(config: SSDConfig, count: int):
         min_sizes = [clean(s * ref) for s in scales[:count]]
         # Head i reaches up to the next scale; the published first head has no max size.
         max_sizes = [clean(scales[i + 1] * ref) for i in range(count)]
-        if not config.from_scratch:
+        if not _full_first_head(config):
             max_sizes[0] = None
     if config.max_sizes is not None:
         # Explicit max sizes apply over either kind of min sizes ('-' keeps a head without one).
@@ -90,9 +96,7 @@ def _sizes(config: SSDConfig, count: int):
 def _aspect_ratios(config: SSDConfig, count: int) -> List[List[float]]:
     given = config.aspect_ratios
     if given is None:
-        # TF's exact lowest-layer boxes (tf_lowest_layer_anchors) have ratio 2 only, from scratch too.
-        full = config.from_scratch and not config.tf_lowest_layer_anchors
-        first = DEFAULT_ASPECT_RATIOS if full else DEFAULT_FIRST_ASPECT_RATIOS
+        first = DEFAULT_ASPECT_RATIOS if _full_first_head(config) else DEFAULT_FIRST_ASPECT_RATIOS
         return [list(first)] + [list(DEFAULT_ASPECT_RATIOS) for _ in range(count - 1)]
     if len(given) == 1:
         return [list(given[0]) for _ in range(count)]

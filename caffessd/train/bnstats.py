@@ -33,11 +33,13 @@ class BatchNormRecompute:
         self.batches = int(batches)
         self.next_images = next_images
         self.compute_dtype = compute_dtype
-        # The layers whose statistics training updates (a use_global_stats layer keeps its own).
-        self.layers = [info.name for info in train_net.infos
-                       if info.type == "BatchNorm" and not uses_global_stats(info.layer, True)]
-        self.variables = [var for name in self.layers for var in store.variables[name]]
-        self._order: List = []   # the variables of the pass's updates, in the order it returns them
+        # The blobs of the layers whose statistics training updates (a use_global_stats layer keeps its own).
+        self.variables = [var for info in train_net.infos
+                          if info.type == "BatchNorm" and not uses_global_stats(info.layer, True)
+                          for var in store.variables[info.name]]
+        # The variables of the pass's updates in the order it returns them: a compiled pass
+        # can return only tensors, so tracing records which variable each one is for.
+        self._order: List = []
         self._pass = tf.function(self._statistics, reduce_retracing=True) if compiled else self._statistics
 
     def _statistics(self, images):
