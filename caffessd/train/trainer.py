@@ -147,9 +147,13 @@ class Trainer:
                 return self.strategy.run(self._forward_backward, args=(images, gt, scale))
         else:
             step = self._forward_backward
-        self._step_fn = tf.function(step, reduce_retracing=True) if compiled else step
+        # autograph=False: the executor's Python control flow decides on layer types and
+        # shapes, never on tensor values, so AutoGraph's source rewriting (most of the
+        # first step's tracing time) would buy nothing.
+        self._step_fn = tf.function(step, reduce_retracing=True, autograph=False) if compiled else step
+        self._step_traced = not compiled or self.strategy is not None
         self._stat_variables: List = []
-        self._xla_body = tf.function(self._body, jit_compile=True, reduce_retracing=True) if self.xla else None
+        self._xla_body = tf.function(self._body, jit_compile=True, reduce_retracing=True, autograph=False) if self.xla else None
         self._batches = None
         self.last_snapshot: Optional[Path] = None
         self.checked_matches = False
@@ -328,6 +332,7 @@ class Trainer:
             while True:
                 scale = tf.constant(self.loss_scale.value if self.loss_scale else 1.0, tf.float32)
                 if self.strategy is None:
+                    self._trace_for_any_box_count(images, gt, scale)
                     loss, grads, finite, matches, outs, parts = self._step_fn(images, gt, scale)
                 else:
                     loss, grads, finite, matches, outs, parts = self._replicated_step(images, gt, scale)
@@ -349,6 +354,17 @@ class Trainer:
         self._last_batch = int(images.shape[0]) * iter_size
         self.last_parts = loss_parts
         return total / iter_size, outputs, accumulated
+
+    def _trace_for_any_box_count(self, images, gt, scale):
+        """Trace the step once for any number of ground-truth rows: the count changes from
+        batch to batch, and a trace for the first batch's count would be traced again at
+        the second (seconds each)."""
+        if self._step_traced:
+            return
+        tf = self.tf
+        rows = tf.TensorSpec([None, *gt.shape[1:]], gt.dtype)
+        self._step_fn.get_concrete_function(tf.TensorSpec(images.shape, images.dtype), rows, scale)
+        self._step_traced = True
 
     def _replicated_step(self, images, gt, scale):
         """The global batch split over the strategy's replicas (gt rows renumbered per
