@@ -214,17 +214,22 @@ layer { name: "loss" type: "MultiBoxLoss" bottom: "loc_flat" bottom: "conf_flat"
 
 
 def test_compiled_and_eager_steps_agree(tmp_path):
-    """The tf.function path the command uses gives the eager path's losses and weights."""
+    """The tf.function path the command uses gives the eager path's losses and weights, and
+    traces its step once although the batches' ground-truth row counts differ (a trace
+    per count costs seconds each)."""
     (tmp_path / "tiny.prototxt").write_text(TINY_NET)
     solver = tmp_path / "solver.prototxt"
     solver.write_text(f'train_net: "{tmp_path / "tiny.prototxt"}"\ntype: "RMSProp"\nbase_lr: 0.01\n'
                       'lr_policy: "fixed"\nweight_decay: 0.0005\nmax_iter: 3\nrandom_seed: 1\niter_size: 2\n')
     batches = synthetic_batches(2, 32, 3, 3, seed=7)
+    assert len({len(rows) for _, rows in batches}) > 1
     runs = {}
     for compiled in (True, False):
         trainer = Trainer(solver, input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False,
                           compiled=compiled)
         runs[compiled] = (losses_of(trainer, 3), trainer.store.arrays())
+        if compiled:
+            assert trainer._step_fn.experimental_get_tracing_count() == 1
     np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
     for name, arrays in runs[True][1].items():
         for a, b in zip(arrays, runs[False][1][name]):
