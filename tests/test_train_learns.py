@@ -26,7 +26,8 @@ found: level within this test's noise. With the BatchNorm window of 25
 iterations before that: ... 0.345, eval 0.340, 25 found; before the FAN_OUT
 fillers: 0.304, 0.273, 20.) The test asks for the untrained net at chance (<=
 0.1), >= 0.15 after training (about 10x chance) and detect finding a third of
-the shapes. About 2 minutes on a quiet 2-core machine (7-8 under heavy load).
+the shapes. About 2 minutes alone on a quiet 2-core machine, nearly 4 beside the other
+pytest-xdist worker (7-8 under heavy load).
 """
 import json
 import re
