@@ -40,7 +40,8 @@ class BatchNormRecompute:
         # The variables of the pass's updates in the order it returns them: a compiled pass
         # can return only tensors, so tracing records which variable each one is for.
         self._order: List = []
-        self._pass = tf.function(self._statistics, reduce_retracing=True, autograph=False) if compiled else self._statistics
+        self._pass = (tf.function(self._statistics, reduce_retracing=True, autograph=False) if compiled
+                      else self._statistics)
 
     def _statistics(self, images):
         """One training-mode pass: each updated blob's new value. With the blobs at

@@ -92,8 +92,8 @@ class Solver:
             raise CaffessdError(f"regularization_type '{self.regularization}' is not L1 or L2")
         self._index = {id(p): i for i, p in enumerate(self.params)}
         # jit: one XLA program for all the blobs' element-wise updates instead of ~15 small ops each.
-        self._update = (tf.function(self._apply, reduce_retracing=True, jit_compile=jit or None, autograph=False) if compiled
-                        else self._apply)
+        self._update = (tf.function(self._apply, reduce_retracing=True, jit_compile=jit or None, autograph=False)
+                        if compiled else self._apply)
 
     # ------------------------------------------------------------ one update
 

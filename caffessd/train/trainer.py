@@ -153,7 +153,8 @@ class Trainer:
         self._step_fn = tf.function(step, reduce_retracing=True, autograph=False) if compiled else step
         self._step_traced = not compiled or self.strategy is not None
         self._stat_variables: List = []
-        self._xla_body = tf.function(self._body, jit_compile=True, reduce_retracing=True, autograph=False) if self.xla else None
+        self._xla_body = (tf.function(self._body, jit_compile=True, reduce_retracing=True, autograph=False)
+                          if self.xla else None)
         self._batches = None
         self.last_snapshot: Optional[Path] = None
         self.checked_matches = False
