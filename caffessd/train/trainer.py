@@ -151,7 +151,6 @@ class Trainer:
         # shapes, never on tensor values, so AutoGraph's source rewriting (most of the
         # first step's tracing time) would buy nothing.
         self._step_fn = tf.function(step, reduce_retracing=True, autograph=False) if compiled else step
-        self._step_traced = not compiled or self.strategy is not None
         self._stat_variables: List = []
         self._xla_body = (tf.function(self._body, jit_compile=True, reduce_retracing=True, autograph=False)
                           if self.xla else None)
@@ -359,13 +358,13 @@ class Trainer:
     def _trace_for_any_box_count(self, images, gt, scale):
         """Trace the step once for any number of ground-truth rows: the count changes from
         batch to batch, and a trace for the first batch's count would be traced again at
-        the second (seconds each)."""
-        if self._step_traced:
-            return
+        the second (seconds each). Eager steps (compiled=False) trace nothing."""
         tf = self.tf
+        if not isinstance(self._step_fn, tf.types.experimental.PolymorphicFunction) or \
+                self._step_fn.experimental_get_tracing_count():
+            return
         rows = tf.TensorSpec([None, *gt.shape[1:]], gt.dtype)
         self._step_fn.get_concrete_function(tf.TensorSpec(images.shape, images.dtype), rows, scale)
-        self._step_traced = True
 
     def _replicated_step(self, images, gt, scale):
         """The global batch split over the strategy's replicas (gt rows renumbered per
