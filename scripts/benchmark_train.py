@@ -19,6 +19,12 @@ through the gen-model train net's AnnotatedData layer with its full augmentation
 fixed in-memory batches, interleaved in rounds, and the pipeline alone; the input is not
 the bottleneck when the pipeline alone outruns the step.
 
+Allocator: TensorFlow's CPU allocator is chosen per process, so the same step
+(fed by the real input pipeline, as `caffessd train` runs it) is timed in fresh
+processes with TF_CPU_ALLOCATOR_USE_BFC=false (plain malloc, TensorFlow's
+default) and =true (its caching BFC allocator, what caffessd asks for),
+alternating: ms per step, minor page faults and kernel CPU time per step.
+
 Memory per image: each (net, size, batch) steps in a fresh process that reports its peak
 RSS; the memory one more image in the batch costs is the slope of peak RSS between two batch
 sizes (TensorFlow's own footprint and the weights, which do not grow with the batch, are not
@@ -27,6 +33,7 @@ counted). Keras MobileNetV2 is measured the same way. CPU only.
     python scripts/benchmark_train.py --sizes 300,640 --batch 2 --steps 3 --baseline 1be621d
     python scripts/benchmark_train.py --sizes 300 --skip memory,data --xla
     python scripts/benchmark_train.py --sizes 640 --memory-batches 1,3 --skip speed,data
+    python scripts/benchmark_train.py --sizes 300 --batch 8 --skip speed,memory,data   # allocator only
 """
 from __future__ import annotations
 
@@ -47,6 +54,17 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE = Path(os.environ.get("CAFFESSD_BENCH_CODE", ROOT))
 sys.path.insert(0, str(CODE))
 sys.path.insert(0, str(CODE / "tests"))
+# The allocator variable as the user left it: children get this, not what
+# caffessd set in this process (a baseline revision decides for itself).
+USER_BFC = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")
+
+
+def tensorflow_as_caffessd_loads_it():
+    """TensorFlow imported the way caffessd's own commands import it (with the
+    process settings of that caffessd version), before Keras touches it."""
+    from caffessd.train.tfimport import tensorflow
+
+    return tensorflow()
 
 
 def cpu_features() -> str:
@@ -165,6 +183,7 @@ def speed_child(size, nets, batch, steps, rounds, classes, xla):
     """In the process of one code version: per net (and XLA variant), rounds of Keras
     steps then the net's steps; prints one JSON line per net."""
     variants = [(net, False) for net in nets] + ([(net, True) for net in nets] if xla else [])
+    tensorflow_as_caffessd_loads_it()
     keras = keras_step(size, batch)
     keras_work = keras_macs(size)
     with tempfile.TemporaryDirectory() as folder:
@@ -191,8 +210,12 @@ def speed_child(size, nets, batch, steps, rounds, classes, xla):
             "mac_factor": work / keras_work, "gmac": work / 1e9, "keras_gmac": keras_work / 1e9}), flush=True)
 
 
-def run_child(args_list, code: Path):
+def run_child(args_list, code: Path, allocator_bfc=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CAFFESSD_BENCH_CODE=str(code))
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    bfc = USER_BFC if allocator_bfc is None else allocator_bfc
+    if bfc is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = bfc
     out = subprocess.run([sys.executable, __file__, *map(str, args_list)], capture_output=True, text=True, env=env)
     if out.returncode:
         sys.exit(f"benchmark child failed ({code}):\n{out.stderr[-3000:]}")
@@ -220,6 +243,7 @@ def speed_table(sizes, nets, batch, steps, rounds, classes, versions, xla):
 
 def measure_one(net, size, batch, classes, steps):
     """Child process: step `net` and print its peak RSS (MB) as JSON."""
+    tensorflow_as_caffessd_loads_it()
     with tempfile.TemporaryDirectory() as folder:
         step = keras_step(size, batch) if net == "keras-mnv2" else caffessd_step(net, size, batch, classes, Path(folder))
         for _ in range(2 + steps):
@@ -240,6 +264,67 @@ def memory_table(sizes, nets, batches, classes, versions):
                 high = run_child(["--child-memory", net, size, large, classes, 1], code)[0]["peak_rss_mb"]
                 print(f"| {label if net != 'keras-mnv2' else 'Keras'} | {net} | {size} | {low:.0f} | {high:.0f} | "
                       f"{(high - low) / (large - small):.0f} |", flush=True)
+
+
+# ---------------------------------------------------------------- allocator
+
+def fed_step(net, size, batch, classes, folder: Path, source: Path):
+    """caffessd's step fed by the TRAIN input pipeline from the LMDB `source`."""
+    from caffessd.train.inputs import build_input
+
+    def real_input(data_layer, phase="TRAIN", **kw):
+        data_layer.data_param.source = str(source)
+        return build_input(data_layer, phase, **kw)
+    return caffessd_step(net, size, batch, classes, folder, input_fn=real_input)
+
+
+def allocator_child(net, size, batch, classes, steps, source):
+    """Child process: ms, CPU ms, kernel CPU ms and minor page faults per step."""
+    tensorflow_as_caffessd_loads_it()
+    with tempfile.TemporaryDirectory() as folder:
+        step = fed_step(net, size, batch, classes, Path(folder), Path(source))
+        for _ in range(3):
+            step()
+        before, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for _ in range(steps):
+            step()
+        wall, after = time.perf_counter() - wall, resource.getrusage(resource.RUSAGE_SELF)
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.get_memory_info("CPU:0")  # only the BFC allocator keeps statistics
+        allocator = "bfc"
+    except ValueError:
+        allocator = "malloc"
+    print(json.dumps({"allocator": allocator, "ms": 1000 * wall / steps,
+                      "cpu_ms": 1000 * (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / steps,
+                      "sys_ms": 1000 * (after.ru_stime - before.ru_stime) / steps,
+                      "faults": (after.ru_minflt - before.ru_minflt) / steps}), flush=True)
+
+
+def allocator_table(sizes, nets, batch, steps, rounds, classes, images):
+    print(f"allocator: the step fed by the input pipeline (LMDB of {images} 500x375 JPEGs), batch {batch}, in fresh "
+          f"processes with TensorFlow's default malloc allocator and its BFC allocator, {rounds} rounds of "
+          f"{steps} steps alternating, medians")
+    print("| net | size | malloc ms/step | BFC ms/step | speed-up | page faults/step (malloc / BFC) | "
+          "kernel share of CPU (malloc / BFC) |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        source = make_lmdb(Path(folder), images)
+        for size in sizes:
+            for net in nets:
+                runs = {"false": [], "true": []}
+                for _ in range(rounds):
+                    for bfc in runs:
+                        child = ["--child-allocator", net, size, batch, classes, steps, source]
+                        runs[bfc].append(run_child(child, ROOT, allocator_bfc=bfc)[0])
+                assert {r["allocator"] for r in runs["false"]} == {"malloc"}, runs["false"]
+                assert {r["allocator"] for r in runs["true"]} == {"bfc"}, runs["true"]
+                plain, bfc = ({key: median([r[key] for r in rows]) for key in rows[0] if key != "allocator"}
+                              for rows in (runs["false"], runs["true"]))
+                print(f"| {net} | {size} | {plain['ms']:.0f} | {bfc['ms']:.0f} | {plain['ms'] / bfc['ms']:.2f} | "
+                      f"{plain['faults']:.0f} / {bfc['faults']:.0f} | {plain['sys_ms'] / plain['cpu_ms']:.0%} / "
+                      f"{bfc['sys_ms'] / bfc['cpu_ms']:.0%} |", flush=True)
 
 
 # ---------------------------------------------------------------- data
@@ -267,7 +352,6 @@ def pipeline_alone(layer, batches: int):
 def data_table(sizes, nets, batch, steps, rounds, classes, images):
     from caffessd import protoio
     from caffessd.train.data import find_data_layer
-    from caffessd.train.inputs import build_input
 
     print(f"data: the step fed by the input pipeline (gen-model's train net: distortion, expansion, 7 samplers, "
           f"mirror; an LMDB of {images} 500x375 JPEGs) against fixed batches; batch {batch}, {rounds} rounds of "
@@ -280,12 +364,9 @@ def data_table(sizes, nets, batch, steps, rounds, classes, images):
         source = make_lmdb(folder, images)
         for size in sizes:
             for k, net in enumerate(nets):
-                def real_input(data_layer, phase="TRAIN", **kw):
-                    data_layer.data_param.source = str(source)
-                    return build_input(data_layer, phase, **kw)
                 fixed = caffessd_step(net, size, batch, classes, folder / f"fixed{size}_{k}")
                 fed_dir = folder / f"fed{size}_{k}"
-                fed = caffessd_step(net, size, batch, classes, fed_dir, input_fn=real_input)
+                fed = fed_step(net, size, batch, classes, fed_dir, source)
                 layer = find_data_layer(protoio.read_net(fed_dir / "train.prototxt"), "TRAIN")
                 for fn in (fixed, fed):
                     fn()
@@ -316,6 +397,9 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
         net, size, batch, classes, steps = sys.argv[2], *map(int, sys.argv[3:7])
         return measure_one(net, size, batch, classes, steps)
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-allocator":
+        net, (size, batch, classes, steps), source = sys.argv[2], map(int, sys.argv[3:7]), sys.argv[7]
+        return allocator_child(net, size, batch, classes, steps, source)
     if len(sys.argv) > 1 and sys.argv[1] == "--child-speed":
         size, nets, batch, steps, rounds, classes, xla = int(sys.argv[2]), sys.argv[3].split(","), *map(int, sys.argv[4:9])
         return speed_child(size, nets, batch, steps, rounds, classes, bool(xla))
@@ -330,7 +414,7 @@ def main():
     parser.add_argument("--xla", action="store_true", help="also time this tree's step with Trainer(xla=True)")
     parser.add_argument("--memory-batches", default="1,3", help="the two batch sizes of the memory slope")
     parser.add_argument("--data-images", type=int, default=120, help="JPEGs in the data part's LMDB")
-    parser.add_argument("--skip", default="", help="speed, memory and/or data")
+    parser.add_argument("--skip", default="", help="speed, memory, allocator and/or data")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     nets = args.nets.split(",")
@@ -344,6 +428,8 @@ def main():
             speed_table(sizes, nets, args.batch, args.steps, args.rounds, args.classes, versions, args.xla)
         if "memory" not in args.skip:
             memory_table(sizes, nets, [int(b) for b in args.memory_batches.split(",")], args.classes, versions)
+    if "allocator" not in args.skip:
+        allocator_table(sizes, nets, args.batch, args.steps, args.rounds, args.classes, args.data_images)
     if "data" not in args.skip:
         data_table(sizes, nets, args.batch, args.steps, args.rounds, args.classes, args.data_images)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
