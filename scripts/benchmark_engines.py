@@ -21,6 +21,12 @@ generated photos (decode, preprocess, inference, 2 decode threads) against an
 OpenCV loop (imread, blobFromImage, forward), images/s and CPU ms per image.
 The CPU's instruction sets are printed first: which engine wins depends on
 them (bf16 needs AVX-512 BF16 or AMX, int8 gains most with VNNI or AMX).
+Beside them, what the CPU's arithmetic allows: the multiply-add rate of one
+large matrix product (2048 x 2048 x 2048) in onnxruntime on the same threads,
+float32 MatMul and uint8 x int8 MatMulInteger. A net's 1x1 convolutions are
+such products (smaller ones), so each variant's own rate (the net's
+multiply-adds, as `caffessd inspect` counts them, over its latency) is
+printed beside it: how far from that ceiling the engine is.
 With --map, `caffessd eval` of the face detector's variants on generated face
 photos with known boxes (VOC07 mAP): what bf16 and int8 cost in accuracy.
 
@@ -39,6 +45,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,6 +76,53 @@ def cpu_report() -> str:
     have = [f for f in FLAGS if f in flags]
     lacks = [f for f in FLAGS if f not in flags]
     return f"{name}\n  has: {' '.join(have) or '-'}\n  lacks: {' '.join(lacks) or '-'}"
+
+
+def gemm_ceilings(threads: int, size: int = 2048, runs: int = 20) -> dict:
+    """G multiply-adds/s of a size^3 matrix product in onnxruntime on `threads`
+    threads, for "fp32" (MatMul) and "int8" (MatMulInteger, uint8 x int8): the
+    best rate over `runs` runs."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    cases = {
+        "fp32": ("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, rng.normal(0, 1, (size, size)).astype(np.float32),
+                 rng.normal(0, 1, (size, size)).astype(np.float32)),
+        "int8": ("MatMulInteger", TensorProto.UINT8, TensorProto.INT32,
+                 rng.integers(0, 255, (size, size), dtype=np.uint8),
+                 rng.integers(-127, 127, (size, size), dtype=np.int8)),
+    }
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    rates = {}
+    for label, (op, in_type, out_type, a, b) in cases.items():
+        graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], "gemm",
+                                  [helper.make_tensor_value_info("a", in_type, [size, size])],
+                                  [helper.make_tensor_value_info("c", out_type, [size, size])],
+                                  [numpy_helper.from_array(b, "b")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session.run(None, {"a": a})
+        best = min(time_runs(lambda: session.run(None, {"a": a}), 0, runs))
+        rates[label] = size ** 3 / (best / 1000) / 1e9
+    return rates
+
+
+def print_ceilings(threads: int, when: str) -> None:
+    """The matrix-product rates, measured at the start and again at the end of
+    the run: a shared machine's speed drifts over minutes."""
+    ceilings = gemm_ceilings(threads)
+    print(f"arithmetic ceiling {when}, one 2048^3 matrix product in onnxruntime on {threads} threads: "
+          f"float32 {ceilings['fp32']:.0f} GMAC/s, uint8 x int8 {ceilings['int8']:.0f} GMAC/s", flush=True)
+
+
+def net_multiply_adds(prototxt) -> float:
+    """Multiply-adds of one image through the deploy net, as `caffessd inspect` counts them."""
+    from caffessd import protoio
+    from caffessd.net import Net
+
+    return float(sum(info.multiply_adds for info in Net(protoio.read_net(prototxt)).walk(with_weights=False)))
 
 
 def cli(*args) -> str:
@@ -215,6 +270,7 @@ def benchmark_model(name, prototxt, weights, prep, work: Path, photos, calibrati
     for label, detector in detectors.items():
         results["throughput"][label] = timed_images(lambda d=detector: sum(1 for _ in d.detect_many(photos, workers=2)))
     results["throughput"]["OpenCV 4.x DNN"] = throughput_opencv(prototxt, weights, prep, photos, args.threads)
+    results["gmac"] = net_multiply_adds(prototxt) / 1e9
     report(name, results, len(photos), args.threads)
     return {"variants": variants, **results}
 
@@ -225,13 +281,15 @@ def report(name, results, count, threads) -> None:
     cv_rate = thr["OpenCV 4.x DNN"][0]
     print(f"\n{name}, {threads} threads: latency (median, inference only) and folder throughput "
           f"({count} photos, decode + preprocess + inference)")
-    print(f"  {'variant':<24}{'ms':>8}{'CPU ms':>8}{'x OpenCV':>10}{'x ORT fp32':>12}"
+    print(f"  ({results['gmac']:.3f} G multiply-adds per image; GMAC/s: that over the latency)")
+    print(f"  {'variant':<24}{'ms':>8}{'CPU ms':>8}{'GMAC/s':>8}{'x OpenCV':>10}{'x ORT fp32':>12}"
           f"{'img/s':>9}{'x OpenCV':>10}{'CPU ms/img':>12}")
     for label in lat:
         ms = lat[label]
         rate, cpu = thr[label]
         ort = f"{ort_ms / ms:.2f}" if ort_ms else "-"
-        print(f"  {label:<24}{ms:8.2f}{lat_cpu[label]:8.2f}{cv_ms / ms:10.2f}{ort:>12}"
+        gmac_s = results["gmac"] / ms * 1000
+        print(f"  {label:<24}{ms:8.2f}{lat_cpu[label]:8.2f}{gmac_s:8.1f}{cv_ms / ms:10.2f}{ort:>12}"
               f"{rate:9.1f}{rate / cv_rate:10.2f}{cpu:12.1f}")
     best = min((label for label in lat if label != "OpenCV 4.x DNN"), key=lat.get)
     print(f"  fastest: {best} ({cv_ms / lat[best]:.1f}x OpenCV, {ort_ms / lat[best]:.2f}x onnxruntime fp32)")
@@ -279,6 +337,7 @@ def main() -> int:
     import onnxruntime
 
     print(f"onnxruntime {onnxruntime.__version__}: providers {' '.join(onnxruntime.get_available_providers())}")
+    print_ceilings(args.threads, "at the start")
     wanted = set(args.models.split(","))
     with tempfile.TemporaryDirectory(prefix="caffessd-engines-") as work:
         work = Path(work)
@@ -299,6 +358,7 @@ def main() -> int:
             start = time.perf_counter()
             done[name] = benchmark_model(name, prototxt, weights, prep, work, photos, calibration, args)
             print(f"  ({time.perf_counter() - start:.0f} s)")
+        print_ceilings(args.threads, "at the end")
         if args.map and "YuFaceDetectNet 320x240" in done:
             face_map(done["YuFaceDetectNet 320x240"]["variants"], work, args)
     return 0
