@@ -236,6 +236,52 @@ def test_compiled_and_eager_steps_agree(tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_fused_iterations_equal_a_step_then_an_update(tmp_path):
+    """train_iteration (what `train` runs): with iter_size 1 the forward, backward and
+    RMSProp update are one compiled call. Over 4 iterations its losses, rates, weights
+    and solver history equal iteration() then solver.step() within float32 rounding, and
+    it traces once for batches with different box counts. With iter_size 2 it falls back
+    to the two calls."""
+    (tmp_path / "tiny.prototxt").write_text(TINY_NET)
+    batches = synthetic_batches(2, 32, 3, 3, seed=5)
+    assert len({len(rows) for _, rows in batches}) > 1
+    runs = {}
+    for fused in (True, False):
+        solver = tmp_path / f"solver{fused}.prototxt"
+        solver.write_text(f'train_net: "{tmp_path / "tiny.prototxt"}"\ntype: "RMSProp"\nbase_lr: 0.01\n'
+                          'lr_policy: "step"\nstepsize: 2\ngamma: 0.5\nweight_decay: 0.0005\nmax_iter: 4\n'
+                          'random_seed: 1\n')
+        trainer = Trainer(solver, input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False)
+        assert (trainer._fused_fn is not None) is True
+        if fused:
+            seen = [trainer.train_iteration() for _ in range(4)]
+            assert trainer._fused_fn.experimental_get_tracing_count() == 1
+            assert trainer._step_fn.experimental_get_tracing_count() == 0
+        else:
+            seen = []
+            for _ in range(4):
+                loss, outputs, grads = trainer.iteration()
+                seen.append((loss, outputs, trainer.solver.step(grads)))
+        assert trainer.solver.iter == 4
+        runs[fused] = (seen, trainer.store.arrays(), [h.numpy() for h in trainer.solver.history])
+    (fused_seen, fused_weights, fused_history), (plain_seen, plain_weights, plain_history) = runs[True], runs[False]
+    assert [rate for _, _, rate in fused_seen] == [rate for _, _, rate in plain_seen]
+    np.testing.assert_allclose([rate for _, _, rate in fused_seen], [0.01, 0.01, 0.005, 0.005], rtol=1e-6)
+    np.testing.assert_allclose([loss for loss, _, _ in fused_seen], [loss for loss, _, _ in plain_seen], rtol=1e-5)
+    for name, arrays in fused_weights.items():
+        for a, b in zip(arrays, plain_weights[name]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+    for a, b in zip(fused_history, plain_history):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)
+    solver = tmp_path / "accumulated.prototxt"
+    solver.write_text(f'train_net: "{tmp_path / "tiny.prototxt"}"\ntype: "SGD"\nbase_lr: 0.01\n'
+                      'lr_policy: "fixed"\nmax_iter: 1\niter_size: 2\n')
+    trainer = Trainer(solver, input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False)
+    assert trainer._fused_fn is None
+    trainer.train_iteration()
+    assert trainer.solver.iter == 1
+
+
 def test_xla_compiled_steps_equal_the_plain_steps(tmp_path):
     """xla=True (`train --xla`): the net up to its loss layers and the solver update compiled by
     XLA, the numpy matching between them; losses and weights after 3 RMSProp iterations of the

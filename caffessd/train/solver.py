@@ -100,10 +100,18 @@ class Solver:
     def step(self, grads: List[object], rate: Optional[float] = None) -> float:
         """Apply summed gradients of the trainable params (order of `self.trainable`) at `self.iter`."""
         rate = self.lr(self.iter) if rate is None else rate
-        self._update(list(grads), self.tf.constant(rate, self.tf.float32),
-                     self.tf.constant(self.iter + 1, self.tf.float32))
+        self._update(list(grads), *self.update_inputs(rate))
         self.iter += 1
         return rate
+
+    def update_inputs(self, rate: float):
+        """The rate and the update's 1-based count as the tensors the update takes."""
+        return self.tf.constant(rate, self.tf.float32), self.tf.constant(self.iter + 1, self.tf.float32)
+
+    def apply_in_graph(self, grads: List[object], rate, t) -> None:
+        """The update's ops inside a caller's tf.function (the trainer's fused step),
+        from update_inputs' tensors; the caller then advances `iter`."""
+        self._apply(list(grads), rate, t)
 
     def _apply(self, grads, rate, t):
         tf, p = self.tf, self.param

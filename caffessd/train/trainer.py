@@ -151,6 +151,10 @@ class Trainer:
         # shapes, never on tensor values, so AutoGraph's source rewriting (most of the
         # first step's tracing time) would buy nothing.
         self._step_fn = tf.function(step, reduce_retracing=True, autograph=False) if compiled else step
+        # One call for forward, backward and update where nothing needs Python between them.
+        self._fused_fn = (tf.function(self._forward_backward_update, reduce_retracing=True, autograph=False)
+                          if compiled and self.strategy is None and not self.xla and self.loss_scale is None
+                          and max(1, self.param.iter_size) == 1 else None)
         self._stat_variables: List = []
         self._xla_body = (tf.function(self._body, jit_compile=True, reduce_retracing=True, autograph=False)
                           if self.xla else None)
@@ -304,6 +308,42 @@ class Trainer:
                  if ctx.aux and all(key in aux for aux in ctx.aux.values())}
         return loss, grads, finite, matches, outputs, parts
 
+    def _forward_backward_update(self, images, gt, scale, rate, t):
+        """_forward_backward and the solver's update in one graph, the update only when
+        the pass was finite. TensorFlow can then start updating the last layers while
+        the first ones' gradients are still being computed, and the cores do not wait
+        for Python between the two calls (docs/train.md)."""
+        tf = self.tf
+        loss, grads, finite, matches, outputs, parts = self._forward_backward(images, gt, scale)
+
+        def update():
+            self.solver.apply_in_graph(grads, rate, t)
+            return tf.constant(True)
+        tf.cond(finite, update, lambda: tf.constant(False))
+        return loss, finite, matches, outputs, parts
+
+    def train_iteration(self):
+        """One iteration with its update: (loss, the train net's outputs, the rate used).
+        The fused step where it applies (one device, float32, no XLA, iter_size 1), else
+        iteration() then solver.step()."""
+        if self._fused_fn is None:
+            loss, outputs, grads = self.iteration()
+            return loss, outputs, self.solver.step(grads)
+        tf = self.tf
+        images, gt = self._next_batch()
+        rate = self.solver.lr(self.solver.iter)
+        inputs = (images, gt, tf.constant(1.0, tf.float32), *self.solver.update_inputs(rate))
+        self._trace_for_any_box_count(self._fused_fn, *inputs)
+        loss, finite, matches, outs, parts = self._fused_fn(*inputs)
+        if not bool(finite):
+            self._fail_non_finite(images, gt, float(loss))  # the update did not run
+        self.solver.iter += 1
+        if not self.checked_matches:
+            self._check_matches(gt, matches)
+        self._last_batch = int(images.shape[0])
+        self.last_parts = {key: float(value) for key, value in parts.items()}
+        return float(loss), {top: float(value) for top, value in outs.items()}, rate
+
     def _next_batch(self):
         from caffessd.train.data import input_errors
 
@@ -332,7 +372,7 @@ class Trainer:
             while True:
                 scale = tf.constant(self.loss_scale.value if self.loss_scale else 1.0, tf.float32)
                 if self.strategy is None:
-                    self._trace_for_any_box_count(images, gt, scale)
+                    self._trace_for_any_box_count(self._step_fn, images, gt, scale)
                     loss, grads, finite, matches, outs, parts = self._step_fn(images, gt, scale)
                 else:
                     loss, grads, finite, matches, outs, parts = self._replicated_step(images, gt, scale)
@@ -355,16 +395,16 @@ class Trainer:
         self.last_parts = loss_parts
         return total / iter_size, outputs, accumulated
 
-    def _trace_for_any_box_count(self, images, gt, scale):
-        """Trace the step once for any number of ground-truth rows: the count changes from
+    def _trace_for_any_box_count(self, step_fn, images, gt, *rest):
+        """Trace `step_fn` once for any number of ground-truth rows: the count changes from
         batch to batch, and a trace for the first batch's count would be traced again at
         the second (seconds each). Eager steps (compiled=False) trace nothing."""
         tf = self.tf
-        if not isinstance(self._step_fn, tf.types.experimental.PolymorphicFunction) or \
-                self._step_fn.experimental_get_tracing_count():
+        if not isinstance(step_fn, tf.types.experimental.PolymorphicFunction) or \
+                step_fn.experimental_get_tracing_count():
             return
         rows = tf.TensorSpec([None, *gt.shape[1:]], gt.dtype)
-        self._step_fn.get_concrete_function(tf.TensorSpec(images.shape, images.dtype), rows, scale)
+        step_fn.get_concrete_function(tf.TensorSpec(images.shape, images.dtype), rows, *rest)
 
     def _replicated_step(self, images, gt, scale):
         """The global batch split over the strategy's replicas (gt rows renumbered per
@@ -473,14 +513,12 @@ class Trainer:
                 it = self.solver.iter
                 if p.test_interval and it % p.test_interval == 0 and (it > 0 or p.test_initialization):
                     self.test_all()
-                loss, outputs, grads = self.iteration()
+                loss, outputs, rate = self.train_iteration()
                 self._smooth(loss, start)
                 if p.display and it % p.display == 0:
                     self.log(f"Iteration {it}, loss = {self.smoothed_loss:.6g}")
                     for k, (top, value) in enumerate(outputs.items()):
                         self.log(f"    Train net output #{k}: {top} = {value:.6g}")
-                rate = self.solver.step(grads)
-                if p.display and it % p.display == 0:
                     self.log(f"Iteration {it}, lr = {rate:.6g}")
                 if board is not None:
                     board.iteration(it, self.smoothed_loss, outputs, self.last_parts, rate)
