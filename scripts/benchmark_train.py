@@ -1,8 +1,9 @@
 """Training throughput and memory of `caffessd train`'s step against plain Keras.
 
 Speed: for each input size and net (gen-model MobileNet-SSD and MobileNetV2-SSDLite,
-width 1.0), images/s of one compiled training iteration (forward with batch-statistics
-BatchNorm, MultiBoxLoss with matching and mining, backward, RMSProp update) and of a plain
+width 1.0), images/s of one compiled training iteration as `train` runs it (forward with
+batch-statistics BatchNorm, MultiBoxLoss with matching and mining, backward, RMSProp update:
+Trainer.train_iteration) and of a plain
 tf.keras MobileNetV2 forward + backward (sum of outputs as the loss, SGD) at the same size
 and batch, in one process. The two alternate in rounds (each round times `--steps` steps
 of each), and every ratio is taken within a round, so that a machine whose load changes
@@ -121,7 +122,10 @@ def caffessd_step(net, size, batch, classes, folder, xla=False, input_fn=None):
     options = {"xla": True} if xla else {}
     trainer = Trainer(path, input_fn=input_fn, log=lambda line: None, progress=False, **options)
 
-    def step():
+    if hasattr(trainer, "train_iteration"):  # what `train` runs (fused where it applies)
+        return trainer.train_iteration
+
+    def step():  # a baseline revision from before train_iteration
         _, _, grads = trainer.iteration()
         trainer.solver.step(grads)
     return step
