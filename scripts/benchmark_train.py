@@ -33,6 +33,7 @@ counted). Keras MobileNetV2 is measured the same way. CPU only.
 
     python scripts/benchmark_train.py --sizes 300,640 --batch 2 --steps 3 --baseline 1be621d
     python scripts/benchmark_train.py --sizes 300 --skip memory,data --xla
+    python scripts/benchmark_train.py --sizes 300 --skip memory,data,allocator --two-calls --rounds 10
     python scripts/benchmark_train.py --sizes 640 --memory-batches 1,3 --skip speed,data
     python scripts/benchmark_train.py --sizes 300 --batch 8 --skip speed,memory,data   # allocator only
 """
@@ -111,7 +112,7 @@ def solver_for(net, size, batch, classes, folder):
     return write_solver(folder, config, max_iter=10 ** 6, test_interval=0, snapshot=0)
 
 
-def caffessd_step(net, size, batch, classes, folder, xla=False, input_fn=None):
+def caffessd_step(net, size, batch, classes, folder, xla=False, input_fn=None, two_calls=False):
     from train_helpers import synthetic_batches, synthetic_input
     from caffessd.train.trainer import Trainer
 
@@ -122,10 +123,10 @@ def caffessd_step(net, size, batch, classes, folder, xla=False, input_fn=None):
     options = {"xla": True} if xla else {}
     trainer = Trainer(path, input_fn=input_fn, log=lambda line: None, progress=False, **options)
 
-    if hasattr(trainer, "train_iteration"):  # what `train` runs (fused where it applies)
+    if hasattr(trainer, "train_iteration") and not two_calls:  # what `train` runs (fused where it applies)
         return trainer.train_iteration
 
-    def step():  # a baseline revision from before train_iteration
+    def step():  # two calls: a baseline revision from before train_iteration, or --two-calls
         _, _, grads = trainer.iteration()
         trainer.solver.step(grads)
     return step
@@ -183,17 +184,19 @@ def median(values):
 
 # ---------------------------------------------------------------- speed (one process per code version)
 
-def speed_child(size, nets, batch, steps, rounds, classes, xla):
-    """In the process of one code version: per net (and XLA variant), rounds of Keras
+def speed_child(size, nets, batch, steps, rounds, classes, modes):
+    """In the process of one code version: per net and mode, rounds of Keras
     steps then the net's steps; prints one JSON line per net."""
-    variants = [(net, False) for net in nets] + ([(net, True) for net in nets] if xla else [])
+    # mode: "" (as `train` runs it), "xla" or "two-calls"
+    variants = [(net, mode) for net in nets for mode in [""] + list(modes)]
     tensorflow_as_caffessd_loads_it()
     keras = keras_step(size, batch)
     keras_work = keras_macs(size)
     with tempfile.TemporaryDirectory() as folder:
         steps_of = {}
-        for k, (net, use_xla) in enumerate(variants):
-            steps_of[(net, use_xla)] = caffessd_step(net, size, batch, classes, Path(folder) / str(k), xla=use_xla)
+        for k, (net, mode) in enumerate(variants):
+            steps_of[(net, mode)] = caffessd_step(net, size, batch, classes, Path(folder) / str(k), xla=mode == "xla",
+                                                  two_calls=mode == "two-calls")
         for fn in [keras] + list(steps_of.values()):  # trace and warm up
             fn()
             fn()
@@ -203,11 +206,11 @@ def speed_child(size, nets, batch, steps, rounds, classes, xla):
                 k_wall, k_cpu = timed(keras, steps)
                 o_wall, o_cpu = timed(fn, steps)
                 samples[key].append((k_wall, k_cpu, o_wall, o_cpu))
-    for (net, use_xla), rows in samples.items():
+    for (net, mode), rows in samples.items():
         rows = np.asarray(rows)
         work = caffessd_macs(net, size, classes)
         print(json.dumps({
-            "net": net + ("+xla" if use_xla else ""), "size": size,
+            "net": net + (f"+{mode}" if mode else ""), "size": size,
             "ours_img_s": batch / median(rows[:, 2]), "keras_img_s": batch / median(rows[:, 0]),
             "ours_cpu_ms": 1000 * median(rows[:, 3]) / batch, "keras_cpu_ms": 1000 * median(rows[:, 1]) / batch,
             "ratio": median(rows[:, 0] / rows[:, 2]), "ratio_cpu": median(rows[:, 1] / rows[:, 3]),
@@ -226,7 +229,7 @@ def run_child(args_list, code: Path, allocator_bfc=None):
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def speed_table(sizes, nets, batch, steps, rounds, classes, versions, xla):
+def speed_table(sizes, nets, batch, steps, rounds, classes, versions, modes):
     print(f"speed: batch {batch}, {rounds} rounds of {steps} steps each (Keras and the net alternating), "
           f"medians; {classes} classes")
     print("ratio = caffessd img/s / Keras img/s; /MAC: with both nets' work made equal; cpu: by process CPU time")
@@ -235,7 +238,8 @@ def speed_table(sizes, nets, batch, steps, rounds, classes, versions, xla):
     print("|---|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         for label, code in versions:
-            child = ["--child-speed", size, ",".join(nets), batch, steps, rounds, classes, int(xla and code == ROOT)]
+            child = ["--child-speed", size, ",".join(nets), batch, steps, rounds, classes,
+                     ",".join(modes) if code == ROOT and modes else "-"]
             for r in run_child(child, code):
                 print(f"| {label} | {r['net']} | {size} | {r['ours_img_s']:.2f} | {r['keras_img_s']:.2f} | "
                       f"{r['ratio']:.2f} | {r['gmac']:.2f} ({r['keras_gmac']:.2f}) | "
@@ -405,8 +409,9 @@ def main():
         net, (size, batch, classes, steps), source = sys.argv[2], map(int, sys.argv[3:7]), sys.argv[7]
         return allocator_child(net, size, batch, classes, steps, source)
     if len(sys.argv) > 1 and sys.argv[1] == "--child-speed":
-        size, nets, batch, steps, rounds, classes, xla = int(sys.argv[2]), sys.argv[3].split(","), *map(int, sys.argv[4:9])
-        return speed_child(size, nets, batch, steps, rounds, classes, bool(xla))
+        size, nets, (batch, steps, rounds, classes) = int(sys.argv[2]), sys.argv[3].split(","), map(int, sys.argv[4:8])
+        modes = [] if sys.argv[8] == "-" else sys.argv[8].split(",")
+        return speed_child(size, nets, batch, steps, rounds, classes, modes)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="300,640", help="input sizes, comma-separated")
     parser.add_argument("--batch", type=int, default=2, help="batch of the speed and data tables")
@@ -416,6 +421,8 @@ def main():
     parser.add_argument("--nets", default="mnv1-ssd,mnv2-ssdlite")
     parser.add_argument("--baseline", metavar="REV", help="also measure git revision REV (before/after in one run)")
     parser.add_argument("--xla", action="store_true", help="also time this tree's step with Trainer(xla=True)")
+    parser.add_argument("--two-calls", action="store_true",
+                        help="also time this tree's step as two calls (iteration, then solver.step)")
     parser.add_argument("--memory-batches", default="1,3", help="the two batch sizes of the memory slope")
     parser.add_argument("--data-images", type=int, default=120, help="JPEGs in the data part's LMDB")
     parser.add_argument("--skip", default="", help="speed, memory, allocator and/or data")
@@ -429,7 +436,8 @@ def main():
         if args.baseline:
             versions.insert(0, (f"before ({args.baseline})", baseline_code(args.baseline, Path(folder))))
         if "speed" not in args.skip:
-            speed_table(sizes, nets, args.batch, args.steps, args.rounds, args.classes, versions, args.xla)
+            modes = (["xla"] if args.xla else []) + (["two-calls"] if args.two_calls else [])
+            speed_table(sizes, nets, args.batch, args.steps, args.rounds, args.classes, versions, modes)
         if "memory" not in args.skip:
             memory_table(sizes, nets, [int(b) for b in args.memory_batches.split(",")], args.classes, versions)
     if "allocator" not in args.skip:
