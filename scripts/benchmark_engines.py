@@ -58,6 +58,7 @@ from benchmark_inference import time_runs  # noqa: E402
 from caffessd.inference.engines import known_engines  # noqa: E402
 from caffessd.image.preprocess import load_image, make_blob  # noqa: E402
 from caffessd.inference.detector import Detector, default_model  # noqa: E402
+from caffessd.summary import summarize  # noqa: E402
 
 FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
 
@@ -115,14 +116,6 @@ def print_ceilings(threads: int, when: str) -> None:
     ceilings = gemm_ceilings(threads)
     print(f"arithmetic ceiling {when}, one 2048^3 matrix product in onnxruntime on {threads} threads: "
           f"float32 {ceilings['fp32']:.0f} GMAC/s, uint8 x int8 {ceilings['int8']:.0f} GMAC/s", flush=True)
-
-
-def net_multiply_adds(prototxt) -> float:
-    """Multiply-adds of one image through the deploy net, as `caffessd inspect` counts them."""
-    from caffessd import protoio
-    from caffessd.net import Net
-
-    return float(sum(info.multiply_adds for info in Net(protoio.read_net(prototxt)).walk(with_weights=False)))
 
 
 def cli(*args) -> str:
@@ -270,7 +263,7 @@ def benchmark_model(name, prototxt, weights, prep, work: Path, photos, calibrati
     for label, detector in detectors.items():
         results["throughput"][label] = timed_images(lambda d=detector: sum(1 for _ in d.detect_many(photos, workers=2)))
     results["throughput"]["OpenCV 4.x DNN"] = throughput_opencv(prototxt, weights, prep, photos, args.threads)
-    results["gmac"] = net_multiply_adds(prototxt) / 1e9
+    results["gmac"] = summarize(prototxt).total_multiply_adds / 1e9  # as `caffessd inspect` counts them
     report(name, results, len(photos), args.threads)
     return {"variants": variants, **results}
 

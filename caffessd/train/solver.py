@@ -99,18 +99,20 @@ class Solver:
 
     def step(self, grads: List[object], rate: Optional[float] = None) -> float:
         """Apply summed gradients of the trainable params (order of `self.trainable`) at `self.iter`."""
-        rate = self.lr(self.iter) if rate is None else rate
-        self._update(list(grads), *self.update_inputs(rate))
+        rate, *inputs = self.next_update(rate)
+        self._update(list(grads), *inputs)
         self.iter += 1
         return rate
 
-    def update_inputs(self, rate: float):
-        """The rate and the update's 1-based count as the tensors the update takes."""
-        return self.tf.constant(rate, self.tf.float32), self.tf.constant(self.iter + 1, self.tf.float32)
+    def next_update(self, rate: Optional[float] = None):
+        """(rate, the rate tensor, the 1-based count tensor) of the update at `self.iter`:
+        what the update's ops take. The rate is the lr policy's unless given."""
+        rate = self.lr(self.iter) if rate is None else rate
+        return rate, self.tf.constant(rate, self.tf.float32), self.tf.constant(self.iter + 1, self.tf.float32)
 
     def apply_in_graph(self, grads: List[object], rate, t) -> None:
         """The update's ops inside a caller's tf.function (the trainer's fused step),
-        from update_inputs' tensors; the caller then advances `iter`."""
+        from next_update's tensors; the caller then advances `iter`."""
         self._apply(list(grads), rate, t)
 
     def _apply(self, grads, rate, t):

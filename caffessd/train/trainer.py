@@ -331,8 +331,8 @@ class Trainer:
             return loss, outputs, self.solver.step(grads)
         tf = self.tf
         images, gt = self._next_batch()
-        rate = self.solver.lr(self.solver.iter)
-        inputs = (images, gt, tf.constant(1.0, tf.float32), *self.solver.update_inputs(rate))
+        rate, *update = self.solver.next_update()
+        inputs = (images, gt, tf.constant(1.0, tf.float32), *update)
         self._trace_for_any_box_count(self._fused_fn, *inputs)
         loss, finite, matches, outs, parts = self._fused_fn(*inputs)
         if not bool(finite):
