@@ -165,9 +165,11 @@ def test_onnxconv_and_validate_follow_the_family_map():
 def test_train_executor_follows_the_family_map():
     pytest.importorskip("tensorflow")
     from caffessd.train.executor import BUILDERS
+    from caffessd.train.executor.registry import STORAGE
 
-    wrong = _registry_families(BUILDERS, "caffessd.train.executor")
+    wrong = _registry_families(BUILDERS, "caffessd.train.executor") + _registry_families(STORAGE, "caffessd.train.executor")
     assert not wrong, "\n".join(wrong)
+    assert set(STORAGE) <= set(BUILDERS)  # a blob layout is read by its layer's builder
     assert "MultiBoxLoss" in BUILDERS  # registered by the executor package itself
 
 

@@ -168,7 +168,9 @@ def test_batch_norm_scale_pair_runs_fused_as_caffe(phase, global_stats, after_co
         net = TFNet(param, phase, store, initial={k: [a.copy() for a in v] for k, v in weights.items()})
         assert set(net.bn_scale) == {"bn"} and net.bn_scale["bn"].name == "scale"
         data = tf.constant(x)
-        variables = [v for name in ("same", "scale") if name in store.variables for v in store.variables[name]]
+        names = [name for name in ("same", "scale") if name in store.variables]
+        variables = [v for name in names for v in store.variables[name]]
+        layouts = [layout for name in names for layout in store.layouts[name]]   # the filter is kept as TF's HWIO
         with tf.GradientTape() as tape:
             tape.watch(data)
             ctx = net.forward({"data": data}, update_stats=True, fuse=fuse)
@@ -177,7 +179,8 @@ def test_batch_norm_scale_pair_runs_fused_as_caffe(phase, global_stats, after_co
         grads = tape.gradient(objective, [data] + variables)
         for variable, value in ctx.stat_updates:
             variable.assign(value)
-        runs[fuse] = (out.numpy(), [g.numpy() for g in grads], [v.numpy() for v in store.variables["bn"]])
+        grads = [grads[0].numpy()] + [layout.to_caffe(g.numpy()) for g, layout in zip(grads[1:], layouts)]
+        runs[fuse] = (out.numpy(), grads, [v.numpy() for v in store.variables["bn"]])
 
     # Caffe in numpy.
     w = weights["same"][0].reshape(4, 4)
@@ -263,7 +266,8 @@ def test_convolution_padding_modes_follow_caffe():
     convs = {  # name: (num_output, kernel, stride, pad, group, dilation)
         "same": (4, 3, 1, 1, 1, 1), "even_s2": (6, 3, 2, 1, 1, 1), "point": (5, 1, 1, 0, 1, 1),
         "dw_s2": (4, 3, 2, 1, 4, 1), "dw_s1": (8, 3, 1, 1, 4, 1), "dilated": (3, 3, 1, 2, 1, 2),
-        "narrow": (3, 5, 1, 1, 1, 1), "wide_pad": (3, 3, 2, 2, 1, 1)}
+        "narrow": (3, 5, 1, 1, 1, 1), "wide_pad": (3, 3, 2, 2, 1, 1),
+        "grouped": (6, 3, 1, 1, 2, 1)}  # groups that are not depthwise: kept in Caffe's layout, split
     for name, (out, k, s, p, g, d) in convs.items():
         text += f"""layer {{ name: "{name}" type: "Convolution" bottom: "data" top: "{name}"
                    convolution_param {{ num_output: {out} kernel_size: {k} stride: {s} pad: {p} group: {g}

@@ -104,9 +104,10 @@ def test_documented_coco_path_fine_tunes_a_converted_checkpoint(converted, capsy
     loaded = trainer.load_weights(weights, skip_mismatched=True)
     assert not loaded.missing and len(loaded.skipped) == 6
     stored = protoio.layer_blobs(protoio.read_caffemodel(weights))
+    ours_by_layer = trainer.store.arrays()
     for name in loaded.loaded:
-        for ours, theirs in zip(trainer.store.variables[name], stored[name]):
-            np.testing.assert_array_equal(ours.numpy(), theirs.reshape(ours.shape), err_msg=name)
+        for ours, theirs in zip(ours_by_layer[name], stored[name]):
+            np.testing.assert_array_equal(ours, theirs.reshape(ours.shape), err_msg=name)
     deploy = {layer.name: layer for layer in protoio.read_net(work / "coco" / "deploy.prototxt").layer}
     priors = [info for info in trainer.train_net.infos if info.type == "PriorBox"]
     assert len(priors) == sum(1 for layer in deploy.values() if layer.type == "PriorBox") == 7  # 2 on the lowest map

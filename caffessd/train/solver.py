@@ -167,19 +167,23 @@ class Solver:
 
     def state(self) -> caffe_pb2.SolverState:
         state = caffe_pb2.SolverState(iter=self.iter, current_step=self.lr.current_step)
-        for h in self.history:
-            protoio.array_to_blob(h.numpy(), state.history.add())
+        for h, param in zip(self.history, self._history_params()):
+            protoio.array_to_blob(param.to_caffe(h.numpy()), state.history.add())
         return state
+
+    def _history_params(self):
+        """The blob of each history variable (Caffe's order: every blob, then the second copies)."""
+        return [self.params[k % len(self.params)] for k in range(len(self.history))]
 
     def restore(self, state: caffe_pb2.SolverState, source: str = "solverstate") -> None:
         if len(state.history) != len(self.history):
             raise FormatError(source, f"has {len(state.history)} history blobs, this solver and net need "
                                       f"{len(self.history)}")
-        for i, (h, blob) in enumerate(zip(self.history, state.history)):
+        for i, (h, blob, param) in enumerate(zip(self.history, state.history, self._history_params())):
             array = protoio.blob_to_array(blob)
             if array.size != int(np.prod(h.shape)):
                 raise FormatError(source, f"history blob {i} has {array.size} values, the net's blob has "
                                           f"{int(np.prod(h.shape))}")
-            h.assign(array.reshape(h.shape))
+            h.assign(param.to_stored(array))
         self.iter = state.iter
         self.lr.current_step = state.current_step

@@ -199,7 +199,7 @@ class Trainer:
         or with skip_mismatched keeps its fillers too (`.skipped`: e.g. the class heads
         when fine-tuning weights trained for another number of classes)."""
         model = protoio.read_caffemodel(path)
-        expected = {name: [tuple(v.shape) for v in variables] for name, variables in self.store.variables.items()}
+        expected = self.store.caffe_shapes()
         found, missing, mismatched = snapshot.weights_by_name(model, expected, os.fspath(path),
                                                               skip_mismatched=skip_mismatched)
         self.store.assign(found)

@@ -67,7 +67,7 @@ def _forward(tfnet, input_blob: str, image):
     """Run the executor's layers on an NHWC `image`; returns the ForwardContext.
     MAX pooling is built quantization-friendly (caffessd.export.tflite.pooling)."""
 
-    ctx = ForwardContext(tfnet.constants, training=False, update_stats=False)
+    ctx = ForwardContext(tfnet.constants, training=False, update_stats=False, layouts=tfnet.store.layouts)
     ctx.feed(input_blob, image, NHWC)
     for info in tfnet.infos:
         if info.type in INPUT_TYPES or info.type in EVALUATION_TYPES:

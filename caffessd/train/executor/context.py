@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Dict, List, Tuple
 
 from caffessd.errors import CaffessdError
+from caffessd.train.executor.layouts import relayout
 from caffessd.train.tfimport import tensorflow
 
 NCHW, NHWC = "NCHW", "NHWC"
@@ -20,7 +21,8 @@ NCHW, NHWC = "NCHW", "NHWC"
 class ForwardContext:
     """Blob name -> (tensor, layout) while a net runs; also collects BN updates."""
 
-    def __init__(self, variables, training: bool, update_stats: bool, compute_dtype=None, options=None):
+    def __init__(self, variables, training: bool, update_stats: bool, compute_dtype=None, options=None,
+                 layouts=None):
         self.tf = tensorflow()
         # Trainer options that layers read beside their own parameters
         # (MultiBoxLoss: empty_image_negatives).
@@ -29,6 +31,7 @@ class ForwardContext:
         # float32 (master) blobs; BatchNorm statistics and losses stay float32.
         self.compute_dtype = compute_dtype
         self.variables = variables          # layer name -> [tf.Variable] in Caffe blob order
+        self.layouts = layouts or {}        # layer name -> [BlobLayout]: how each variable is kept (Caffe's if absent)
         self.training = training            # TRAIN-phase semantics (batch statistics, dropout)
         self.update_stats = update_stats    # collect Caffe's moving-average updates
         self.blobs: Dict[str, Tuple[object, str]] = {}
@@ -81,8 +84,14 @@ class ForwardContext:
 
     # ------------------------------------------------------------ parameters
 
-    def params(self, info) -> list:
+    def params(self, info, layouts=None) -> list:
+        """The layer's blobs in Caffe's layout, or as `layouts` asks (a BlobLayout
+        or None, Caffe's, per blob): a variable already kept that way is read as it is."""
         variables = self.variables.get(info.name, [])
+        kept = self.layouts.get(info.name, [])
+        wanted = list(layouts or [])
+        variables = [relayout(self.tf, v, kept[i] if i < len(kept) else None, wanted[i] if i < len(wanted) else None)
+                     for i, v in enumerate(variables)]
         if self.compute_dtype is None or info.type == "BatchNorm":
             return variables
         return [self.tf.cast(v, self.compute_dtype) for v in variables]

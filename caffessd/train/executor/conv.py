@@ -1,8 +1,8 @@
 """Convolution, Deconvolution and InnerProduct in NHWC with Caffe's explicit padding.
 
-Weights stay in Caffe's layout (O, I/group, kh, kw) in the variables, so
-snapshots need no conversion; each call transposes them to TensorFlow's
-(kh, kw, I, O). Caffe pads `pad` cells on both sides and floors the output
+Filters are kept in the layout TensorFlow's kernels take (`convolution_storage`;
+caffessd.train.executor.layouts says why), so no step transposes them; the
+store converts from and to Caffe's (O, I/group, kh, kw) at its edges. Caffe pads `pad` cells on both sides and floors the output
 size. That is passed to TensorFlow as "VALID" when there is no padding, as
 "SAME" when TensorFlow's SAME pads exactly the same cells (stride 1 with
 centred kernels, and stride 2 on odd sizes), else as an explicit tf.pad of
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from caffessd.layers import conv_geometry
 from caffessd.train.executor.context import NHWC
-from caffessd.train.executor.registry import builder
+from caffessd.train.executor.layouts import BlobLayout
+from caffessd.train.executor.registry import builder, storage
 from caffessd.errors import UnsupportedLayerError
 
 
@@ -43,6 +44,32 @@ def _padded(tf, x, pad, kernel, stride, dilation, in_hw, out_hw):
     return tf.pad(x, [[0, 0], [pad[0], after[0]], [pad[1], after[1]], [0, 0]])
 
 
+def _depthwise_multiplier(info):
+    """Output channels per input channel when the layer is depthwise (group = channels), else None."""
+    group, channels = int(info.layer.convolution_param.group or 1), info.input_shapes[0][1]
+    out_channels = info.layer.convolution_param.num_output
+    if group > 1 and group == channels and out_channels % channels == 0:
+        return out_channels // channels
+    return None
+
+
+@storage("Convolution")
+def convolution_storage(info):
+    """conv2d's (kh, kw, I, O); depthwise_conv2d's (kh, kw, C, multiplier), Caffe's
+    output channel c*m + j reading input channel c; other groups stay in Caffe's layout."""
+    if not info.param_shapes:
+        return []
+    shape = info.param_shapes[0]
+    if len(shape) != 4:
+        return []
+    if int(info.layer.convolution_param.group or 1) == 1:
+        return [BlobLayout.transposed(shape, (2, 3, 1, 0))]
+    multiplier = _depthwise_multiplier(info)
+    if multiplier is not None:
+        return [BlobLayout.transposed(shape, (2, 3, 0, 1), grouped=(shape[0] // multiplier, multiplier) + tuple(shape[2:]))]
+    return []
+
+
 @builder("Convolution")
 def convolution(ctx, info):
     tf = ctx.tf
@@ -50,10 +77,8 @@ def convolution(ctx, info):
     kernel, stride, pad, dilation = conv_geometry(param, 2)
     group = int(param.group or 1)
     x = ctx.get_nhwc(layer.bottom[0])
-    params = ctx.params(info)
+    params = ctx.params(info, convolution_storage(info))
     weight = params[0]
-    channels = info.input_shapes[0][1]
-    out_channels = param.num_output
     strides = [1, stride[0], stride[1], 1]
     in_hw, out_hw = info.input_shapes[0][2:4], info.output_shapes[0][2:4]
     mode = _padding_mode(pad, kernel, stride, dilation, in_hw, out_hw)
@@ -61,14 +86,9 @@ def convolution(ctx, info):
         x = _padded(tf, x, pad, kernel, stride, dilation, in_hw, out_hw)
         mode = "VALID"
     if group == 1:
-        y = tf.nn.conv2d(x, tf.transpose(weight, [2, 3, 1, 0]), strides, mode,
-                         dilations=[1, dilation[0], dilation[1], 1])
-    elif group == channels and out_channels % channels == 0:
-        # Depthwise: Caffe's output channel c*m + j reads input channel c.
-        multiplier = out_channels // channels
-        filt = tf.reshape(weight, [channels, multiplier, kernel[0], kernel[1]])
-        filt = tf.transpose(filt, [2, 3, 0, 1])
-        y = tf.nn.depthwise_conv2d(x, filt, strides, mode, dilations=list(dilation))
+        y = tf.nn.conv2d(x, weight, strides, mode, dilations=[1, dilation[0], dilation[1], 1])
+    elif _depthwise_multiplier(info) is not None:
+        y = tf.nn.depthwise_conv2d(x, weight, strides, mode, dilations=list(dilation))
     else:
         # General groups: TensorFlow's CPU conv2d has no groups, so split.
         xs = tf.split(x, group, axis=3)

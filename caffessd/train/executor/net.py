@@ -5,10 +5,12 @@
     ctx = net.forward({"data": images, "label": gt}, training=True)
     ctx.losses["mbox_loss"], ctx.stat_updates
 
-Learnable blobs are tf.Variables kept in Caffe's layout and blob order, keyed
-by layer name (Caffe shares a train and a test net's blobs by layer name too).
-Each carries its ParamSpec multipliers (lr_mult, decay_mult). BatchNorm's
-three blobs are statistics, never trained by gradient.
+Learnable blobs are tf.Variables in Caffe's blob order, keyed by layer name
+(Caffe shares a train and a test net's blobs by layer name too). Each carries
+its ParamSpec multipliers (lr_mult, decay_mult) and its BlobLayout: filters are
+kept in TensorFlow's layout (caffessd.train.executor.layouts), and
+`arrays()`/`assign()` speak Caffe's. BatchNorm's three blobs are statistics,
+never trained by gradient.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from caffessd.layers import DATA_LAYER_TYPES
 from caffessd.net import Net, filter_phase
 from caffessd.train.executor.context import ForwardContext
 from caffessd.train.executor.fusion import plan_batch_norm_scale
+from caffessd.train.executor.layouts import BlobLayout
 from caffessd.train.executor.normalization import batch_norm_scale
-from caffessd.train.executor.registry import BUILDERS
+from caffessd.train.executor.registry import BUILDERS, storage_layouts
 from caffessd.train.tfimport import tensorflow
 from caffessd.generators.init_weights import init_weights
 
@@ -52,6 +55,17 @@ class Param:
     lr_mult: float
     decay_mult: float
     trainable: bool  # False for BatchNorm statistics (updated by moving averages)
+    layout: Optional[BlobLayout] = None  # how the variable keeps the Caffe blob (None: as Caffe)
+
+    def to_caffe(self, array) -> np.ndarray:
+        """The variable's value, its gradient or a solver history of it, in Caffe's layout."""
+        return self.layout.to_caffe(array) if self.layout is not None else np.asarray(array)
+
+    def to_stored(self, array) -> np.ndarray:
+        """A Caffe-layout array in the variable's layout."""
+        if self.layout is not None:
+            return self.layout.to_stored(array)
+        return np.asarray(array).reshape(tuple(self.variable.shape))
 
     @property
     def name(self) -> str:
@@ -63,16 +77,21 @@ class ParamStore:
 
     def __init__(self):
         self.variables: Dict[str, List[object]] = {}
+        self.layouts: Dict[str, List[BlobLayout]] = {}   # how each variable keeps its Caffe blob
         self.params: List[Param] = []
 
     def ensure(self, info, initial: List[np.ndarray]) -> None:
         """Create the layer's variables from `initial` unless they exist (checking shapes)."""
         tf = tensorflow()
+        layouts = storage_layouts(info)
         if info.name in self.variables:
-            for i, (var, shape) in enumerate(zip(self.variables[info.name], info.param_shapes)):
-                if tuple(var.shape) != tuple(shape):
-                    raise CaffessdError(f"layer '{info.name}' blob {i} is {tuple(var.shape)} in one net and "
+            for i, (layout, shape) in enumerate(zip(self.layouts[info.name], info.param_shapes)):
+                if layout.caffe_shape != tuple(shape):
+                    raise CaffessdError(f"layer '{info.name}' blob {i} is {layout.caffe_shape} in one net and "
                                         f"{tuple(shape)} in another")
+                if layout != layouts[i]:
+                    raise CaffessdError(f"layer '{info.name}' blob {i} is used differently in two nets "
+                                        f"(e.g. another convolution group)")
             return
         specs = list(info.layer.param)
         variables = []
@@ -82,22 +101,31 @@ class ParamStore:
             # Statistics are written inside a (possibly replicated) step with the
             # same value on every replica: the first replica's write is kept.
             aggregation = tf.VariableAggregation.NONE if trainable else tf.VariableAggregation.ONLY_FIRST_REPLICA
-            var = tf.Variable(np.asarray(array, PARAM_DTYPE).reshape(info.param_shapes[i]),
+            var = tf.Variable(layouts[i].to_stored(np.asarray(array, PARAM_DTYPE).reshape(info.param_shapes[i])),
                               name=f"{info.name.replace('/', '_')}_{i}", trainable=trainable, aggregation=aggregation)
             variables.append(var)
-            self.params.append(Param(info.name, i, var, float(spec.lr_mult), float(spec.decay_mult), trainable))
+            self.params.append(Param(info.name, i, var, float(spec.lr_mult), float(spec.decay_mult), trainable,
+                                     layouts[i]))
         self.variables[info.name] = variables
+        self.layouts[info.name] = layouts[:len(variables)]
 
     def trainable(self) -> List[Param]:
         return [p for p in self.params if p.trainable]
 
+    def caffe_shapes(self) -> Dict[str, List[tuple]]:
+        """Layer name -> its blobs' shapes in Caffe's layout."""
+        return {name: [layout.caffe_shape for layout in layouts] for name, layouts in self.layouts.items()}
+
     def arrays(self) -> Dict[str, List[np.ndarray]]:
-        return {name: [v.numpy() for v in vs] for name, vs in self.variables.items()}
+        """Layer name -> its blobs in Caffe's layout (what a caffemodel holds)."""
+        return {name: [layout.to_caffe(v.numpy()) for v, layout in zip(vs, self.layouts[name])]
+                for name, vs in self.variables.items()}
 
     def assign(self, weights: Dict[str, List[np.ndarray]]) -> None:
+        """Set blobs from Caffe-layout arrays (any shape of the blob's size)."""
         for name, arrays in weights.items():
-            for var, array in zip(self.variables.get(name, []), arrays):
-                var.assign(np.asarray(array, var.dtype.as_numpy_dtype).reshape(var.shape))
+            for var, layout, array in zip(self.variables.get(name, []), self.layouts.get(name, []), arrays):
+                var.assign(layout.to_stored(np.asarray(array, var.dtype.as_numpy_dtype)))
 
 
 def data_input_shapes(param: caffe_pb2.NetParameter, batch: Optional[int] = None) -> Dict[str, tuple]:
@@ -167,7 +195,8 @@ class TFNet:
         `part`: "all" layers, the "body" (all but the loss layers) or only the "losses"
         (fed the body's loss_inputs() besides the data tops)."""
         training = self.phase == "TRAIN" if training is None else training
-        ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype, self.options)
+        ctx = ForwardContext(self.store.variables, training, update_stats, compute_dtype, self.options,
+                             layouts=self.store.layouts)
         tf = ctx.tf
         for blob, value in feeds.items():
             if compute_dtype is not None and value.dtype.is_floating and blob == self.data_layers[0].layer.top[0]:

@@ -4,12 +4,19 @@ A builder is `fn(ctx: ForwardContext, info: LayerInfo) -> None`: it reads its
 bottoms with `ctx.get(blob)` (NCHW, as Caffe) or `ctx.get_nhwc(blob)`, reads
 its learnable blobs with `ctx.params(info)` and binds its tops with
 `ctx.set(layer, index, tensor)`.
+
+A family may also say how a layer type's blobs are kept in their variables
+(`storage`: `fn(info) -> [BlobLayout or None per blob]`, None being Caffe's
+layout); its builder then asks `ctx.params(info, layouts)` for them so.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, List
+
+from caffessd.train.executor.layouts import BlobLayout
 
 BUILDERS: Dict[str, Callable] = {}
+STORAGE: Dict[str, Callable] = {}
 
 
 def builder(*layer_types: str):
@@ -19,3 +26,19 @@ def builder(*layer_types: str):
             BUILDERS[layer_type] = fn
         return fn
     return register
+
+
+def storage(*layer_types: str):
+    """Register the decorated function as the blob layouts of the given layer types."""
+    def register(fn):
+        for layer_type in layer_types:
+            STORAGE[layer_type] = fn
+        return fn
+    return register
+
+
+def storage_layouts(info) -> List[BlobLayout]:
+    """How each of the layer's blobs is kept (Caffe's layout unless its family says otherwise)."""
+    chosen = STORAGE[info.type](info) if info.type in STORAGE else []
+    return [chosen[i] if i < len(chosen) and chosen[i] is not None else BlobLayout.caffe(shape)
+            for i, shape in enumerate(info.param_shapes)]
