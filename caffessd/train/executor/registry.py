@@ -19,22 +19,22 @@ BUILDERS: Dict[str, Callable] = {}
 STORAGE: Dict[str, Callable] = {}
 
 
-def builder(*layer_types: str):
-    """Register the decorated function for the given Caffe layer type names."""
+def _registrar(table: Dict[str, Callable], *layer_types: str):
     def register(fn):
         for layer_type in layer_types:
-            BUILDERS[layer_type] = fn
+            table[layer_type] = fn
         return fn
     return register
+
+
+def builder(*layer_types: str):
+    """Register the decorated function for the given Caffe layer type names."""
+    return _registrar(BUILDERS, *layer_types)
 
 
 def storage(*layer_types: str):
     """Register the decorated function as the blob layouts of the given layer types."""
-    def register(fn):
-        for layer_type in layer_types:
-            STORAGE[layer_type] = fn
-        return fn
-    return register
+    return _registrar(STORAGE, *layer_types)
 
 
 def storage_layouts(info) -> List[BlobLayout]:
