@@ -2,8 +2,8 @@
 
 Filters are kept in the layout TensorFlow's kernels take (`convolution_storage`;
 caffessd.train.executor.layouts says why), so no step transposes them; the
-store converts from and to Caffe's (O, I/group, kh, kw) at its edges. Caffe pads `pad` cells on both sides and floors the output
-size. That is passed to TensorFlow as "VALID" when there is no padding, as
+store converts from and to Caffe's (O, I/group, kh, kw) at its edges. Caffe
+pads `pad` cells on both sides and floors the output size. That is passed to TensorFlow as "VALID" when there is no padding, as
 "SAME" when TensorFlow's SAME pads exactly the same cells (stride 1 with
 centred kernels, and stride 2 on odd sizes), else as an explicit tf.pad of
 the cells the windows reach followed by a VALID convolution: oneDNN's
