@@ -168,7 +168,7 @@ class Solver:
     def state(self) -> caffe_pb2.SolverState:
         state = caffe_pb2.SolverState(iter=self.iter, current_step=self.lr.current_step)
         for h, param in zip(self.history, self._history_params()):
-            protoio.array_to_blob(param.to_caffe(h.numpy()), state.history.add())
+            protoio.array_to_blob(param.layout.to_caffe(h.numpy()), state.history.add())
         return state
 
     def _history_params(self):
@@ -184,6 +184,6 @@ class Solver:
             if array.size != int(np.prod(h.shape)):
                 raise FormatError(source, f"history blob {i} has {array.size} values, the net's blob has "
                                           f"{int(np.prod(h.shape))}")
-            h.assign(param.to_stored(array))
+            h.assign(param.layout.to_stored(array))
         self.iter = state.iter
         self.lr.current_step = state.current_step

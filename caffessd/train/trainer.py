@@ -310,9 +310,9 @@ class Trainer:
 
     def _forward_backward_update(self, images, gt, scale, rate, t):
         """_forward_backward and the solver's update in one graph, the update only when
-        the pass was finite. TensorFlow can then start updating the last layers while
-        the first ones' gradients are still being computed, and the cores do not wait
-        for Python between the two calls (docs/train.md)."""
+        the pass was finite, so the cores do not wait for Python between two calls
+        (docs/train.md). The finiteness of every gradient gates the update, so it
+        starts once the whole backward pass is done."""
         tf = self.tf
         loss, grads, finite, matches, outputs, parts = self._forward_backward(images, gt, scale)
 

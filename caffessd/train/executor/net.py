@@ -55,17 +55,11 @@ class Param:
     lr_mult: float
     decay_mult: float
     trainable: bool  # False for BatchNorm statistics (updated by moving averages)
-    layout: Optional[BlobLayout] = None  # how the variable keeps the Caffe blob (None: as Caffe)
+    layout: Optional[BlobLayout] = None  # how the variable keeps the Caffe blob (default: as Caffe)
 
-    def to_caffe(self, array) -> np.ndarray:
-        """The variable's value, its gradient or a solver history of it, in Caffe's layout."""
-        return self.layout.to_caffe(array) if self.layout is not None else np.asarray(array)
-
-    def to_stored(self, array) -> np.ndarray:
-        """A Caffe-layout array in the variable's layout."""
-        if self.layout is not None:
-            return self.layout.to_stored(array)
-        return np.asarray(array).reshape(tuple(self.variable.shape))
+    def __post_init__(self):
+        if self.layout is None:
+            self.layout = BlobLayout.caffe(tuple(self.variable.shape))
 
     @property
     def name(self) -> str:
