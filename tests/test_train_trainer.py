@@ -359,3 +359,31 @@ def test_bn_recompute_stores_the_plain_mean_of_training_batches_at_the_snapshots
     plain = Trainer(solver, input_fn=synthetic_input({"TRAIN": batches}), log=no_log, progress=False)
     plain.solve()
     assert plain.store.arrays()["conv1/bn"][2].ravel()[0] == pytest.approx(1.999)
+
+
+
+def test_fused_step_on_a_non_finite_pass_changes_no_variable(tmp_path):
+    """The fused step's update runs inside the graph only when the loss and every
+    gradient are finite: a batch with a NaN pixel (after one good step, so the RMSProp
+    history is not zero) raises NonFiniteLoss and leaves every weight, BatchNorm statistic
+    and history blob bit for bit as it was, without a second trace."""
+    (tmp_path / "tiny.prototxt").write_text(TINY_NET)
+    good = synthetic_batches(2, 32, 3, 1, seed=5)[0]
+    bad = (good[0].copy(), good[1])
+    bad[0][0, 0, 3, 3] = np.nan
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'train_net: "{tmp_path / "tiny.prototxt"}"\ntype: "RMSProp"\nbase_lr: 0.01\n'
+                      'lr_policy: "fixed"\nweight_decay: 0.0005\nmax_iter: 2\nrandom_seed: 1\n')
+    trainer = Trainer(solver, input_fn=synthetic_input({"TRAIN": [good, bad]}), log=no_log, progress=False)
+    assert trainer._fused_fn is not None
+    trainer.train_iteration()
+    weights, history = trainer.store.arrays(), [h.numpy().copy() for h in trainer.solver.history]
+    assert any(np.any(h != 0) for h in history)
+    with pytest.raises(NonFiniteLoss, match="iteration 1"):
+        trainer.train_iteration()
+    assert trainer._fused_fn.experimental_get_tracing_count() == 1
+    for name, arrays in trainer.store.arrays().items():
+        for a, b in zip(arrays, weights[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    for a, b in zip(trainer.solver.history, history):
+        np.testing.assert_array_equal(a.numpy(), b)
