@@ -361,7 +361,6 @@ def test_bn_recompute_stores_the_plain_mean_of_training_batches_at_the_snapshots
     assert plain.store.arrays()["conv1/bn"][2].ravel()[0] == pytest.approx(1.999)
 
 
-
 def test_fused_step_on_a_non_finite_pass_changes_no_variable(tmp_path):
     """The fused step's update runs inside the graph only when the loss and every
     gradient are finite: a batch with a NaN pixel (after one good step, so the RMSProp

@@ -7,9 +7,9 @@ pads `pad` cells on both sides and floors the output size. That is passed to
 TensorFlow as "VALID" when there is no padding, as "SAME" when TensorFlow's
 SAME pads exactly the same cells (stride 1 with centred kernels, and stride 2
 on odd sizes), else as an explicit tf.pad of the cells the windows reach
-followed by a VALID convolution: oneDNN's
-backward kernels take VALID and SAME, while an EXPLICIT-padded Conv2D falls
-back to Eigen's 2-4x slower backward pass.
+followed by a VALID convolution: oneDNN's backward kernels take VALID and
+SAME, while an EXPLICIT-padded Conv2D falls back to Eigen's 2-4x slower
+backward pass.
 """
 from __future__ import annotations
 
