@@ -7,6 +7,12 @@ docs/train.md (scripts/benchmark_train.py's allocator table). The allocator
 is chosen once per process, at its first tensor, so each case runs a real
 training iteration in a fresh process. Only the BFC allocator keeps
 statistics (tf.config.experimental.get_memory_info), which tells them apart.
+
+On CPUs with AVX-512 VNNI, AVX-512 BF16 or AMX, TensorFlow turns its oneDNN
+custom operations on by default, and then takes CPU tensors from oneDNN's own
+caching allocator whatever TF_CPU_ALLOCATOR_USE_BFC says. The probes turn
+oneDNN off (TF_ENABLE_ONEDNN_OPTS=0, already the default elsewhere) so that
+the variable decides, on every CPU, and the tests can fail.
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ except ValueError:  # "Allocator stats not available": the malloc allocator
 
 def allocator_of_a_training_process(tmp_path, **env) -> list:
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
-    environment.update(env, TF_CPP_MIN_LOG_LEVEL="3")
+    environment.update(env, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
     result = subprocess.run([sys.executable, "-c", PROBE, str(TESTS), str(tmp_path)], capture_output=True,
                             text=True, env=environment, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -17,6 +17,9 @@ per MobileNetV2-SSDLite 300 step at batch 8, 15% of the CPU time in the
 kernel, and 1.28x slower steps (docs/train.md). The variable is read when
 TensorFlow allocates its first tensor, so setting it here, before or after
 the import, is in time for any process whose first tensor caffessd makes.
+Where TensorFlow turns its oneDNN custom operations on by default (CPUs with
+AVX-512 VNNI, AVX-512 BF16 or AMX), it takes CPU tensors from oneDNN's own
+caching allocator and the variable changes nothing.
 
 It lives with convert-tf, the lower of its two users; caffessd.train.tfimport
 calls it (the core never imports TensorFlow).
