@@ -175,3 +175,27 @@ def test_engine_drops_the_identity_resize_a_plain_openvino_user_keeps(face_proto
         best = max(iou(det.box, np.array(row[3:7]) * [width, height, width, height]) for row in found)
         assert best >= 0.8, f"face {det.box}: plain OpenVINO's best IoU {best:.2f}"
 
+
+def test_ir_has_constant_priors_and_softmax_along_the_long_axis(face_prototxt, face_caffemodel,
+                                                                face_reference, tmp_path):
+    """Two exact rewrites for speed: DetectionOutput's priors are a Constant
+    (not the ONNX raw form's priors + 0 * loc[0], which OpenVINO ran at every
+    call), and the face detector's 2-class Softmax runs along the 4420 priors
+    between two Transposes. The compiled net still finds the same faces, and
+    the raw IR's conf equals onnxruntime's (test_ir_equals_onnxruntime)."""
+    import openvino as ov
+
+    xml = tmp_path / "face.xml"
+    export_openvino(face_prototxt, face_caffemodel, xml)
+    model = ov.Core().read_model(str(xml))
+    detection = next(op for op in model.get_ordered_ops() if op.get_type_name() == "DetectionOutput")
+    priors = detection.input_value(2).get_node()
+    assert priors.get_type_name() == "Constant", priors.get_type_name()
+    assert priors.get_output_partial_shape(0).to_shape()[-1] == 4420 * 4
+    softmaxes = [op for op in model.get_ordered_ops() if op.get_type_name() == "Softmax"]
+    assert len(softmaxes) == 1
+    shape, axis = softmaxes[0].get_input_partial_shape(0).to_shape(), softmaxes[0].get_attributes()["axis"]
+    assert list(shape) == [1, 2, 4420] and axis % len(shape) == 1
+    detector = Detector(artifact=xml, threads=2)
+    for photo, expected in face_reference.items():
+        assert_same_faces(detector(photo), expected, min_iou=0.9)

@@ -120,11 +120,16 @@ def build_model(net, metadata: Dict[str, Any], input_shapes=None, raw: bool = Fa
     if detection is None and not raw:
         raise CaffessdError("the net has no DetectionOutput layer; detection needs an SSD deploy net "
                             "(--raw exports the outputs of any net)")
-    probe = to_onnx(net, raw=True, input_shapes=input_shapes, metadata=metadata)
+    # Constant priors (not raw): OpenVINO folds them into DetectionOutput's
+    # input once, where the OpenCV-friendly computed form costs an Add and a
+    # Reorder at every run.
+    probe = to_onnx(net, raw=True, input_shapes=input_shapes, metadata=metadata, constant_priors=not raw)
     facts = read_metadata(probe)
     settings = facts.get("detection_output")
     if raw:
-        return read_onnx(probe), facts
+        model = read_onnx(probe)
+        softmax_on_long_axes(model)
+        return model, facts
     if native_detection_output(settings):
         model = with_detection_output(read_onnx(probe), settings)
         how = "native"
@@ -132,9 +137,46 @@ def build_model(net, metadata: Dict[str, Any], input_shapes=None, raw: bool = Fa
         model = read_onnx(to_onnx(net, input_shapes=input_shapes, metadata=metadata))
         model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
         how = "onnx"
+    softmax_on_long_axes(model)
     facts["kind"] = "full"
     facts["openvino"] = {"detection_output": how, "input": "uint8 NHWC BGR picture, preprocessing in the graph"}
     return model, facts
+
+
+# Softmax over an innermost axis at most this long runs as
+# Transpose -> Softmax -> Transpose (softmax_on_long_axes).
+SHORT_SOFTMAX_AXIS = 8
+
+
+def softmax_on_long_axes(model) -> int:
+    """Rewrite each Softmax over a short innermost axis (a face detector's 2
+    classes: [1, 4420, 2]) as a Softmax over the axis before it, between two
+    Transposes that swap the last two axes. The same numbers (within 1e-7),
+    and OpenVINO's CPU plugin vectorises along the long axis instead of
+    reducing pairs: 0.03 instead of 0.12 ms on the face detector's 4420x2
+    scores, a tenth of its int8 run. At 21 classes the Transposes cost what
+    the Softmax gains, hence the limit. Returns how many were rewritten."""
+    from openvino import opset8
+
+    rewritten = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Softmax":
+            continue
+        shape = node.get_input_partial_shape(0)
+        if not shape.rank.is_static or shape.rank.get_length() < 2 or not shape.is_static:
+            continue
+        rank = shape.rank.get_length()
+        axis = int(node.get_attributes()["axis"]) % rank
+        if axis != rank - 1 or shape[axis].get_length() > SHORT_SOFTMAX_AXIS:
+            continue
+        swap = opset8.constant(np.array([*range(rank - 2), rank - 1, rank - 2], dtype=np.int64))
+        moved = opset8.transpose(node.input_value(0), swap)
+        softmax = opset8.softmax(moved, rank - 2)
+        back = opset8.transpose(softmax, swap)
+        back.set_friendly_name(node.get_friendly_name())
+        node.output(0).replace(back.output(0))
+        rewritten += 1
+    return rewritten
 
 
 def preprocessing_of(facts: Dict[str, Any]) -> Preprocessing:
