@@ -157,14 +157,20 @@ class OpenVinoEngine(Engine):
             request = self._local.request = self.compiled.create_infer_request()
         return request
 
-    def run(self, blob: np.ndarray) -> np.ndarray:
+    def _infer(self, blob: np.ndarray):
+        """One synchronous run on this thread's request. share_inputs: OpenVINO
+        reads the caller's array in place instead of copying it (0.05 ms of a
+        0.85 ms int8 face detector); it is not touched until infer returns."""
         request = self._request()
-        request.infer({0: blob})
+        request.infer({0: np.ascontiguousarray(blob)}, share_inputs=True)
+        return request
+
+    def run(self, blob: np.ndarray) -> np.ndarray:
+        request = self._infer(blob)
         return rows_from(request.get_output_tensor(0).data.copy(), self.path)
 
     def outputs(self, blob: np.ndarray) -> Dict[str, np.ndarray]:
-        request = self._request()
-        request.infer({0: blob})
+        request = self._infer(blob)
         return {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
 
 
