@@ -90,17 +90,25 @@ def test_ir_equals_onnxruntime(name, nets, tmp_path, face_photos):
         match_detections(ours(photo), expected, threshold=0.1, keep_top_k=settings["keep_top_k"])
 
 
-def test_openvino_runs_the_onnx_file_too(nets, tmp_path, face_photos):
+@pytest.mark.parametrize("name", ["mobilenet-ssd-300", "face"])
+def test_openvino_runs_the_onnx_file_too(name, nets, tmp_path, face_photos):
     """--engine openvino on caffessd's ONNX export (OpenVINO's ONNX frontend,
-    DetectionOutput as the exported NonMaxSuppression subgraph)."""
-    prototxt, caffemodel, metadata = nets["mobilenet-ssd-300"]
+    DetectionOutput as the exported NonMaxSuppression subgraph). The engine
+    moves the face detector's 2-class Softmax onto its long axis there too."""
+    prototxt, caffemodel, metadata = nets[name]
     onnx_path = tmp_path / "ssd.onnx"
     onnx_path.write_bytes(convert(prototxt, caffemodel, metadata=metadata).SerializeToString())
     ours = Detector(artifact=onnx_path, engine="openvino", threshold=0.1, threads=2)
     theirs = Detector(artifact=onnx_path, threshold=0.1, threads=2)
     assert ours.engine.name == "openvino" and ours.engine.input_format == "blob"
+    if name == "face":
+        runtime = ours.engine.compiled.get_runtime_model().get_ordered_ops()
+        shapes = [list(op.get_input_partial_shape(0).to_shape()) for op in runtime
+                  if op.get_rt_info()["layerType"].astype(str) == "Softmax"]
+        assert shapes == [[1, 2, 4420]]
+    keep_top_k = ours.engine.metadata["detection_output"]["keep_top_k"]
     for photo in face_photos:
-        match_detections(ours(photo), theirs(photo), threshold=0.1, keep_top_k=100)
+        match_detections(ours(photo), theirs(photo), threshold=0.1, keep_top_k=keep_top_k)
 
 
 @pytest.fixture(scope="module")
