@@ -168,3 +168,32 @@ def test_dynamic_batch_export(run_cli, photos, tmp_path):
     assert refused.returncode != 0 and "--batch dynamic" in refused.stderr and not (tmp_path / "raw.onnx").exists()
     wrong = run_cli("export-onnx", *net, "-o", tmp_path / "w.onnx", "--batch", "some")
     assert wrong.returncode != 0 and "'some'" in wrong.stderr
+
+
+def _spinning(detector):
+    """(allow_spinning, force_spinning_stop) of the engine's session; "-" where unset."""
+    options = detector.engine.session.get_session_options()
+
+    def entry(key):
+        try:
+            return options.get_session_config_entry(key)
+        except RuntimeError:  # onnxruntime raises for a key that was never set
+            return "-"
+    return entry("session.intra_op.allow_spinning"), entry("session.force_spinning_stop")
+
+
+def test_threads_spin_within_a_run_for_single_images_and_never_beside_decoding(photos, tmp_path, capfd):
+    """onnxruntime fixes its threads' spinning when a session is made. A new
+    Detector spins within each run and stops when it ends (serial work); a
+    pipeline with decoding threads gets a session that never spins, made
+    from the cached optimised graph (no warning), and the same detections."""
+    detector = Detector(cache=tmp_path / "cache", threshold=0.3, threads=2)
+    assert detector.engine.workload == "serial" and _spinning(detector) == ("1", "1")
+    expected = [(str(p), [d.to_dict() for d in detector(p)]) for p in photos]
+    assert _as_dicts(detector.detect_many(photos, workers=2)) == expected
+    assert detector.engine.workload == "pipelined" and _spinning(detector) == ("0", "-")
+    assert _as_dicts(detector.detect_many(photos, workers=0)) == expected
+    assert detector.engine.workload == "serial" and _spinning(detector) == ("1", "1")
+    assert "warning" not in capfd.readouterr().err
+    with pytest.raises(Exception, match="unknown workload"):
+        detector.engine.set_workload("fast")

@@ -36,6 +36,11 @@ IMAGE = "image"    # uint8 [N, H, W, 3]: BGR pixels resized to the net's input s
 
 PRECISIONS = ("f32", "bf16", "f16")
 
+# What else runs while the engine computes (Engine.set_workload).
+SERIAL = "serial"        # one image at a time, nothing else busy during a run (a loop over frames, a benchmark)
+PIPELINED = "pipelined"  # decoding threads run beside inference (detect_many with workers, eval)
+WORKLOADS = (SERIAL, PIPELINED)
+
 
 class MissingRuntime(CaffessdError):
     """An engine whose runtime library is not installed: one line naming the extra."""
@@ -136,6 +141,15 @@ class Engine:
         <= 0) may be present and are ignored. Safe to call from several
         threads at once (detect --streams)."""
         raise NotImplementedError
+
+    def set_workload(self, workload: str) -> None:
+        """Tune the runtime's threads for SERIAL or PIPELINED work (engines
+        start SERIAL). Runtimes whose idle threads spin (onnxruntime) spin
+        within a run for SERIAL work, which shortens it, and not at all for
+        PIPELINED work, where spinning threads take the cores the decoding
+        threads need. Engines without such a choice ignore it."""
+        if workload not in WORKLOADS:
+            raise CaffessdError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
 
     def outputs(self, blob: np.ndarray) -> Dict[str, np.ndarray]:
         """All graph outputs by name (for --raw exports and the parity

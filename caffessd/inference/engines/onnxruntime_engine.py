@@ -11,13 +11,14 @@ than onnxruntime's silent fall-back to the CPU (a "GPU" run that is not).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
-from caffessd.inference.engines.base import BLOB, Engine, rows_from
+from caffessd.inference.engines.base import BLOB, SERIAL, Engine, rows_from
 
 # --device -> the execution providers to ask for, most wanted first. CPU is
 # always last: onnxruntime puts the nodes a GPU provider does not take
@@ -99,7 +100,6 @@ class OnnxRuntimeEngine(Engine):
         optimised graph is cached there (CPU only, see caffessd.inference.session)."""
         import onnxruntime as ort
 
-        from caffessd.inference.session import make_session
         from caffessd.onnxconv import read_metadata
 
         self = cls()
@@ -109,13 +109,14 @@ class OnnxRuntimeEngine(Engine):
         self.threads = threads
         self.metadata = read_metadata(model)
         providers = providers_for(self.device, ort.get_available_providers(), self.precision, cache)
-        try:
-            self.session = make_session(model, threads, optimized_path if self.device == "cpu" else None,
-                                        providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise FormatError(path, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
-        if self.device != "cpu":
-            check_started(self.session, self.device, path)
+        # What set_workload needs to make the session again: the file when
+        # there is one (rather than keeping the model in memory for it).
+        on_disk = path is not None and Path(path).is_file()
+        self._model_bytes = None if on_disk else model.SerializeToString()
+        self._session_args = (threads, optimized_path if self.device == "cpu" else None, providers)
+        self.workload = SERIAL
+        self._lock = threading.Lock()
+        self.session = self._make_session(SERIAL, model)
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         output = self.session.get_outputs()[0]
@@ -125,6 +126,32 @@ class OnnxRuntimeEngine(Engine):
         self.batch = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
         self.input_shape = list(first.shape)
         return self
+
+    def _make_session(self, workload: str, model=None):
+        from caffessd.inference.session import make_session
+        from caffessd.onnxconv.metadata import load_model
+
+        if model is None:  # the same ModelProto as at the start, so the optimised-graph cache still matches
+            model = self._model_bytes if self._model_bytes is not None else load_model(self.path)
+        threads, optimized_path, providers = self._session_args
+        try:
+            session = make_session(model, threads, optimized_path, providers=providers, workload=workload)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise FormatError(self.path, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
+        if self.device != "cpu":
+            check_started(session, self.device, self.path)
+        return session
+
+    def set_workload(self, workload: str) -> None:
+        """A new session when the workload changes: onnxruntime fixes its
+        threads' spinning when a session is made (caffessd.inference.session).
+        With the optimised graph cached that takes tens of milliseconds; runs
+        already under way finish on the old session."""
+        super().set_workload(workload)
+        with self._lock:
+            if workload != self.workload:
+                self.session = self._make_session(workload)
+                self.workload = workload
 
     def run(self, blob: np.ndarray) -> np.ndarray:
         return rows_from(self.session.run([self.output_name], {self.input_name: blob})[0], self.path)
