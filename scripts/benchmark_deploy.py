@@ -21,6 +21,11 @@
 6. Memory (part `memory`): peak RSS of `caffessd detect FOLDER` in a fresh
    process on a tenth of the photos and on all of them; the pipeline holds a
    bounded number of images, so the peak must not grow with the folder.
+7. Thread spinning (part `spinning`): onnxruntime's session for serial work
+   (threads spin within a run, caffessd's default) against its session for
+   pipelined work (threads never spin, what detect_many switches to beside its
+   decoding threads), each held to its setting, on one image at a time
+   (latency) and over the folder (detect_many, 2 decoding threads).
 
     python scripts/benchmark_deploy.py                       # everything, 2 threads
     python scripts/benchmark_deploy.py --runs 50 --photos 500 --threads 2
@@ -226,6 +231,31 @@ def throughput_caffessd(model: Path, photos: list, threads: int, batch: int, wor
                                                                    streams=streams)))
 
 
+def spinning(fp32: Path, photos: list, threads: int, runs: int, rounds: int) -> dict:
+    """{workload: (latency ms, folder images/s)} of Detectors held to each
+    workload (set_workload disabled after it), interleaved in blocks."""
+    from caffessd.inference.engines.base import WORKLOADS
+
+    detectors = {}
+    for workload in WORKLOADS:
+        detector = Detector(onnx_path=fp32, threads=threads, threshold=0.3)
+        detector.engine.set_workload(workload)
+        detector.engine.set_workload = lambda _: None  # held: detect_many would switch it
+        detectors[workload] = detector
+    blob = detectors[WORKLOADS[0]].prepare(load_image(photos[0]))
+    latencies = {workload: [] for workload in detectors}
+    rates = {workload: [] for workload in detectors}
+    for detector in detectors.values():
+        time_runs(lambda: detector.run_blob(blob), 5, 0)
+    for _ in range(rounds):
+        for workload, detector in detectors.items():
+            for _ in range(max(1, runs // 10)):
+                latencies[workload] += time_runs(lambda: detector.run_blob(blob), 0, 10)
+            rates[workload].append(timed_images(lambda: sum(1 for _ in detector.detect_many(photos, workers=2)))[0])
+    return {workload: (statistics.median(latencies[workload]), statistics.median(rates[workload]))
+            for workload in detectors}
+
+
 def timed_images(run) -> tuple:
     """(images/s, CPU ms per image) of run() -> image count. CPU time counts
     every thread of this process: unlike the rate, it barely moves when other
@@ -295,7 +325,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (median of each variant)")
     parser.add_argument("--batch", type=int, default=4, help="batch size of the batched throughput run")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: "
-                        "latency,throughput,preprocess,agreement,map,startup,memory")
+                        "latency,throughput,preprocess,agreement,map,startup,memory,spinning")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     import cv2
@@ -395,6 +425,17 @@ def main() -> int:
                 starts.append((time.perf_counter() - start) * 1000.0)
             print(f"\nDetector start, MobileNet-SSD: first {starts[0]:.0f} ms (optimises, saves to cache), "
                   f"second {starts[1]:.0f} ms (cached optimised graph)")
+
+        if "spinning" not in skip:
+            print(f"\nonnxruntime thread spinning, fp32, {args.threads} threads: latency (median of "
+                  f"{args.rounds} x {max(10, args.runs // 10 * 10)} runs) and folder throughput "
+                  f"({len(photos)} photos, 2 decoding threads, median of {args.rounds} rounds):")
+            for name, (fp32, _) in exported.items():
+                found = spinning(fp32, photos, args.threads, args.runs, args.rounds)
+                (serial_ms, serial_rate), (piped_ms, piped_rate) = found["serial"], found["pipelined"]
+                print(f"  {name:<26} spin within runs {serial_ms:6.2f} ms {serial_rate:6.1f} img/s;   "
+                      f"never spin {piped_ms:6.2f} ms {piped_rate:6.1f} img/s;   latency {piped_ms / serial_ms:.2f}x "
+                      f"shorter spinning, folder {piped_rate / serial_rate:.2f}x faster not spinning")
 
         if "memory" not in skip:
             folders = [photos[:max(1, len(photos) // 10)], photos, photos * 4]  # the last: each photo 4 times

@@ -12,12 +12,11 @@ Chosen for these nets, measured with scripts/benchmark_deploy.py:
 - Spinning by workload (caffessd.inference.engines.base.SERIAL/PIPELINED).
   SERIAL: intra-op workers spin between the operators of a run and stop when
   the run ends (`session.force_spinning_stop`), so nothing spins between
-  runs: 1.1-1.5x shorter runs on 2 threads than without spinning (the face
-  detector 2.8 -> 2.2 ms, MobileNet-SSD 10.2 -> 9.3 ms). PIPELINED
-  (decoding threads beside inference): no spinning at all, whose spinning
-  workers would take the cores the decoders need (folder throughput 1.1x
-  higher than SERIAL's, 1.2x higher than onnxruntime's default of spinning
-  always). Measured with scripts/benchmark_engines.py and detect_many.
+  runs: 1.09-1.25x shorter runs on 2 threads than without spinning. PIPELINED
+  (decoding threads beside inference): no spinning at all, since spinning
+  workers would take the cores the decoders need: 1.09-1.13x the folder
+  throughput of SERIAL's session. Measured with scripts/benchmark_deploy.py
+  (part `spinning`; docs/performance.md).
 - `optimized_path`: onnxruntime writes the optimised graph there; a later
   start loads that file with optimisation off and skips the optimiser (most of
   the start-up time of a big net). Detector keeps it in the model cache, named
