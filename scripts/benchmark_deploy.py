@@ -53,6 +53,7 @@ from caffessd.inference.detector import Detector, default_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_inference import time_runs  # noqa: E402  (one timing loop for every benchmark)
+from benchmark_cpu import cpu_report  # noqa: E402
 
 MOBILENET_PREP = Preprocessing(width=300, height=300, mean=(127.5, 127.5, 127.5), scale=0.007843)
 GEN_MODELS = {
@@ -328,6 +329,7 @@ def main() -> int:
                         "latency,throughput,preprocess,agreement,map,startup,memory,spinning")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    print("CPU:", cpu_report())
     import cv2
 
     with tempfile.TemporaryDirectory(prefix="caffessd-bench-") as work:

@@ -53,31 +53,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark_deploy import (GEN_MODELS, MOBILENET_PREP, eval_map, gen_model, generate_photos,  # noqa: E402
                               throughput_opencv, timed_images, write_list_dataset)
+from benchmark_cpu import cpu_report  # noqa: E402
 from benchmark_inference import time_runs  # noqa: E402
 
 from caffessd.inference.engines import known_engines  # noqa: E402
 from caffessd.image.preprocess import load_image, make_blob  # noqa: E402
 from caffessd.inference.detector import Detector, default_model  # noqa: E402
 from caffessd.summary import summarize  # noqa: E402
-
-FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
-
-
-def cpu_report() -> str:
-    """The CPU's name and which of FLAGS it has (Linux /proc/cpuinfo)."""
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name == "unknown CPU":
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    have = [f for f in FLAGS if f in flags]
-    lacks = [f for f in FLAGS if f not in flags]
-    return f"{name}\n  has: {' '.join(have) or '-'}\n  lacks: {' '.join(lacks) or '-'}"
-
 
 def gemm_ceilings(threads: int, size: int = 2048, runs: int = 20) -> dict:
     """G multiply-adds/s of a size^3 matrix product in onnxruntime on `threads`

@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmark_cpu import cpu_report  # noqa: E402
 
 CLASSES = ["face"]
 
@@ -124,6 +125,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--labelmap", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print("CPU:", cpu_report())
     if args.child:
         child(args)
         return 0

@@ -22,6 +22,7 @@ from caffessd.onnxconv import to_onnx  # noqa: E402
 from caffessd.onnxconv.image_input import add_image_input  # noqa: E402
 from caffessd.image.preprocess import load_image  # noqa: E402
 from caffessd.inference.detector import default_model, sample_image  # noqa: E402
+from benchmark_cpu import cpu_report  # noqa: E402
 
 
 def main(argv=None):
@@ -57,6 +58,7 @@ def main(argv=None):
             if run >= 5:   # warm-up runs are not counted
                 times[resize].append(time.perf_counter() - start)
     medians = {resize: 1000 * statistics.median(values) for resize, values in times.items()}
+    print("CPU:", cpu_report())
     print(f"{Path(prototxt).name} on a {image.shape[1]}x{image.shape[0]} image, {args.threads} thread(s), "
           f"{args.runs} runs each")
     for resize, median in medians.items():

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from caffessd.image.preprocess import load_image, make_blob  # noqa: E402
 from caffessd.inference.detector import Detector, default_model, sample_image  # noqa: E402
+from benchmark_cpu import cpu_report  # noqa: E402
 
 
 def time_runs(run, warmup: int, runs: int) -> list:
@@ -46,6 +47,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args()
+    print("CPU:", cpu_report())
 
     import cv2
 

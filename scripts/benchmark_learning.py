@@ -56,6 +56,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmark_cpu import cpu_report  # noqa: E402
 
 # Objects from 15% to 65% of the image side: the smallest fall below the first
 # head's priors (20% of the input), the largest fill most of the image.
@@ -64,25 +65,6 @@ MAX_OBJECTS = 3
 
 
 # ---------------------------------------------------------------- machine
-
-def instruction_sets() -> str:
-    """The vector instruction sets a CPU trainer can use (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown (no /proc/cpuinfo)"
-    flags = set()
-    model = ""
-    for line in text.splitlines():
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
-        if line.startswith("model name") and not model:
-            model = line.split(":", 1)[1].strip()
-    wanted = [("AVX2", "avx2"), ("FMA", "fma"), ("AVX-512F", "avx512f"), ("AVX-512 VNNI", "avx512_vnni"),
-              ("AVX-VNNI", "avx_vnni"), ("AVX-512 BF16", "avx512_bf16"), ("AMX", "amx_tile")]
-    present = [name for name, flag in wanted if flag in flags]
-    return f"{model or 'CPU'}: {', '.join(present) or 'no AVX2'}; {os.cpu_count()} logical CPUs"
-
 
 # ---------------------------------------------------------------- data
 
@@ -456,7 +438,7 @@ def main() -> None:
         sys.exit(f"--checkpoints must be multiples of --batch {args.batch}")
     skip = set(filter(None, args.skip.split(",")))
     if not args.results:
-        print(instruction_sets())
+        print("CPU:", cpu_report())
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(work, args.train_images, args.test_images, args.input, args.seed)

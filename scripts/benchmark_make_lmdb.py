@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from benchmark_cpu import cpu_report
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 500, 375
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="make-lmdb --workers (default: its own)")
     parser.add_argument("--reuse", action="store_true", help="reuse the images already in --workdir")
     args = parser.parse_args()
+    print("CPU:", cpu_report())
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="bench_make_lmdb_"))
     try:
         start = time.perf_counter()

@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE = Path(os.environ.get("CAFFESSD_BENCH_CODE", ROOT))
 sys.path.insert(0, str(CODE))
 sys.path.insert(0, str(CODE / "tests"))
+from benchmark_cpu import cpu_report  # noqa: E402
 # The allocator variable as the user left it: children get this, not what
 # caffessd set in this process (a baseline revision decides for itself).
 USER_BFC = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")
@@ -67,20 +68,6 @@ def tensorflow_as_caffessd_loads_it():
     from caffessd.train.tfimport import tensorflow
 
     return tensorflow()
-
-
-def cpu_features() -> str:
-    """The CPU's model and the vector instruction sets that matter to TensorFlow's kernels."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    wanted = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx_vnni", "AVX-VNNI"),
-              ("avx512_bf16", "BF16"), ("amx_tile", "AMX")]
-    present = [name for flag, name in wanted if flag in flags]
-    return f"{model}; {os.cpu_count()} CPUs; {', '.join(present) or 'no AVX2'}"
 
 
 def peak_rss_mb() -> float:
@@ -429,7 +416,7 @@ def main():
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     nets = args.nets.split(",")
-    print(cpu_features())
+    print("CPU:", cpu_report())
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as folder:
         versions = [("this tree", ROOT)]

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from benchmark_cpu import cpu_report  # noqa: E402
 
 
 def make_lmdb(workdir: Path, count: int) -> Path:
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
+    print("CPU:", cpu_report())
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_train_input_"))
     workdir.mkdir(parents=True, exist_ok=True)
     source = workdir / "bench_lmdb"

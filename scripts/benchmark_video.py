@@ -44,31 +44,11 @@ from caffessd.image.preprocess import Preprocessing  # noqa: E402
 from caffessd.resources import bundled  # noqa: E402
 from caffessd.inference.detector import Detector, default_model  # noqa: E402
 from caffessd.video import detect_video  # noqa: E402
+from benchmark_cpu import cpu_report  # noqa: E402
 
 MOBILENET_PREP = Preprocessing(width=300, height=300, mean=(127.5, 127.5, 127.5), scale=0.007843)
 SIZE = (1280, 720)
 RATE = 30
-
-
-def cpu_features() -> str:
-    """The SIMD instruction sets onnxruntime and OpenCV can use here (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown (no /proc/cpuinfo)"
-    flags = set()
-    model = "unknown CPU"
-    for line in text.splitlines():
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
-        if line.startswith("model name") and model == "unknown CPU":
-            model = line.split(":", 1)[1].strip()
-    wanted = [("AVX2", "avx2"), ("FMA", "fma"), ("AVX-512F", "avx512f"), ("AVX-512 VNNI", "avx512_vnni"),
-              ("AVX-VNNI", "avx_vnni"), ("AVX-512 BF16", "avx512_bf16"), ("AMX-TILE", "amx_tile"),
-              ("AMX-INT8", "amx_int8"), ("AMX-BF16", "amx_bf16")]
-    have = [name for name, flag in wanted if flag in flags]
-    missing = [name for name, flag in wanted if flag not in flags]
-    return f"{model}; {os.cpu_count()} logical CPUs; has {', '.join(have) or 'none'}; lacks {', '.join(missing)}"
 
 
 def make_video(path: Path, seconds: float, preset: str = "veryfast") -> Path:
@@ -241,7 +221,7 @@ def main() -> int:
     import av
     import cv2
 
-    print("CPU:", cpu_features())
+    print("CPU:", cpu_report())
     print(f"threads: {args.threads}; onnxruntime and OpenCV {cv2.__version__}; PyAV {av.__version__} "
           f"(FFmpeg {'.'.join(map(str, av.library_versions['libavcodec']))} libavcodec)")
     cv2.setNumThreads(args.threads)
