@@ -146,8 +146,12 @@ class OnnxRuntimeEngine(Engine):
         """A new session when the workload changes: onnxruntime fixes its
         threads' spinning when a session is made (caffessd.inference.session).
         With the optimised graph cached that takes tens of milliseconds; runs
-        already under way finish on the old session."""
+        already under way finish on the old session. GPU sessions stay as
+        they are: spinning is about CPU threads, and a TensorRT session is
+        slow to make."""
         super().set_workload(workload)
+        if self.device != "cpu":
+            return
         with self._lock:
             if workload != self.workload:
                 self.session = self._make_session(workload)
