@@ -285,6 +285,9 @@ def _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, re
     from caffessd.inference.batching import AnnotationWriter
 
     writer = AnnotationWriter()
+    # One picture has nothing to decode ahead: inline, and no engine switch to
+    # pipelined work (for onnxruntime a second session).
+    workers = workers if len(paths) > 1 else 0
     try:
         for index, found in enumerate(detector.detect_many(paths, batch=batch, workers=workers, load=load, streams=streams)):
             bar.update(1)
