@@ -148,9 +148,10 @@ class OnnxRuntimeEngine(Engine):
         With the optimised graph cached that takes tens of milliseconds; runs
         already under way finish on the old session. GPU sessions stay as
         they are: spinning is about CPU threads, and a TensorRT session is
-        slow to make."""
+        slow to make. So do 1-thread sessions (detect --streams): they have
+        no worker threads to spin."""
         super().set_workload(workload)
-        if self.device != "cpu":
+        if self.device != "cpu" or self.threads == 1:
             return
         with self._lock:
             if workload != self.workload:
