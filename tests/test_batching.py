@@ -197,3 +197,9 @@ def test_threads_spin_within_a_run_for_single_images_and_never_beside_decoding(p
     assert "warning" not in capfd.readouterr().err
     with pytest.raises(Exception, match="unknown workload"):
         detector.engine.set_workload("fast")
+    # Told up front (as `caffessd detect FOLDER` does): the first session is already the pipelined one.
+    folder = Detector(cache=tmp_path / "cache", threshold=0.3, threads=2, workload="pipelined")
+    session = folder.engine.session
+    assert _spinning(folder) == ("0", "-")
+    assert _as_dicts(folder.detect_many(photos, workers=2)) == expected
+    assert folder.engine.session is session, "no second session"

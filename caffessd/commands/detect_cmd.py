@@ -69,6 +69,7 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
     JSON: one JSON document for images only, JSON Lines (one line per image or
     video frame, written as they come) when there is a video."""
     from caffessd.inference.detector import Detector, sample_image
+    from caffessd.inference.engines.base import PIPELINED, SERIAL
     from caffessd.video.inputs import IMAGE, expand_inputs
 
     if bool(prototxt) != bool(weights):
@@ -98,7 +99,9 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
                         preprocessing=_preprocessing(prototxt, mean, scale, rgb),
                         threshold=threshold, cache=Path(cache_dir) if cache_dir else None,
                         threads=threads or (1 if streams > 1 else None),
-                        batch=batch if batch and not onnx_path else 1)
+                        batch=batch if batch and not onnx_path else 1,
+                        # Tuned once for what follows: one picture runs inline (_detect_all).
+                        workload=SERIAL if len(inputs) == 1 and not videos else PIPELINED)
     # Said once the model loaded: a net that is refused gets its one error line only.
     if prototxt and mean is None and scale is None:
         _say_when_preprocessing_is_assumed(prototxt)

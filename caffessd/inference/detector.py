@@ -24,6 +24,7 @@ from caffessd import __version__
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.image.preprocess import Preprocessing, load_image, make_blob, resize_linear
 from caffessd.inference.engines import IMAGE, engine_class, engine_for_path, open_engine
+from caffessd.inference.engines.base import SERIAL
 from caffessd.util.files import read_bytes
 from caffessd.resources import bundled
 from caffessd.net import Net
@@ -173,6 +174,9 @@ class Detector:
     (`--device cuda|tensorrt` on onnxruntime, `--precision bf16` on
     OpenVINO). `threshold` drops detections with a lower score. `batch`
     (Caffe models) converts for that many images per run, for `detect_many`.
+    `workload` ("serial" or "pipelined", Engine.set_workload) tunes the
+    engine's threads from the start for what comes: detect_many and eval
+    switch it themselves, which for onnxruntime makes its session again.
 
     Every engine gets the same pictures (OpenCV-exact resize, the model's
     mean, scale and channel order), and its DetectionOutput rows become the
@@ -182,7 +186,8 @@ class Detector:
     def __init__(self, prototxt=None, weights=None, *, onnx_path=None, artifact=None, engine: Optional[str] = None,
                  device: Optional[str] = None, precision: Optional[str] = None,
                  labels: Optional[Dict[int, str]] = None, preprocessing: Optional[Preprocessing] = None,
-                 threshold: float = 0.5, cache: Optional[Path] = None, threads: Optional[int] = None, batch: int = 1):
+                 threshold: float = 0.5, cache: Optional[Path] = None, threads: Optional[int] = None, batch: int = 1,
+                 workload: str = SERIAL):
         self.threshold = threshold
         self.converted = False
         artifact = artifact if artifact is not None else onnx_path
@@ -192,10 +197,11 @@ class Detector:
             entry = cached_model(spec, cache, batch)
             self.converted = entry.converted
             self.onnx_path = entry.path  # None: converted in memory only
-            self.engine = _open_converted(entry, spec.prototxt, engine, threads, device, precision, cache_root)
+            self.engine = _open_converted(entry, spec.prototxt, engine, threads, device, precision, cache_root,
+                                          workload)
         else:
             self.onnx_path = Path(artifact)
-            self.engine = _open_artifact(self.onnx_path, engine, threads, device, precision, cache_root)
+            self.engine = _open_artifact(self.onnx_path, engine, threads, device, precision, cache_root, workload)
         metadata = self.engine.metadata
         require_detection_output(metadata, self.onnx_path)
         if "image_input" in metadata:
@@ -308,7 +314,8 @@ class Detector:
         return detections
 
 
-def _open_artifact(path: Path, engine: Optional[str], threads, device, precision, cache_root: Path):
+def _open_artifact(path: Path, engine: Optional[str], threads, device, precision, cache_root: Path,
+                   workload: str = SERIAL):
     """The engine for an exported file: named, or chosen by its suffix.
     onnxruntime keeps its optimised graph in the cache (caffessd.inference.session)."""
     if not path.exists():
@@ -320,11 +327,12 @@ def _open_artifact(path: Path, engine: Optional[str], threads, device, precision
 
         model = load_model(path)
         return chosen.from_model(model, path, threads, device, precision,
-                                 optimized_cache_path(path, cache_root), cache=cache_root)
-    return open_engine(path, chosen.name, threads, device, precision)
+                                 optimized_cache_path(path, cache_root), cache=cache_root, workload=workload)
+    return _tuned(open_engine(path, chosen.name, threads, device, precision), workload)
 
 
-def _open_converted(entry, source: Path, engine: Optional[str], threads, device, precision, cache_root: Path):
+def _open_converted(entry, source: Path, engine: Optional[str], threads, device, precision, cache_root: Path,
+                    workload: str = SERIAL):
     """The engine for a Caffe model's cached ONNX conversion (`entry`, a
     caffessd.inference.model_cache.CachedModel). Engines that read ONNX take it; the
     others need their own export."""
@@ -334,13 +342,20 @@ def _open_converted(entry, source: Path, engine: Optional[str], threads, device,
 
         model = _parse_onnx(entry.data, entry.path or source)
         optimized = optimized_cache_path(entry.path, cache_root) if entry.path else None
-        return chosen.from_model(model, entry.path, threads, device, precision, optimized, cache=cache_root)
+        return chosen.from_model(model, entry.path, threads, device, precision, optimized, cache=cache_root,
+                                 workload=workload)
     if ".onnx" not in chosen.suffixes + chosen.also_opens:
         raise CaffessdError(f"the {chosen.name} engine runs its own files ({', '.join(chosen.suffixes)}), not a "
                             f"Caffe model: export it first (caffessd export-{chosen.name}), then give that file")
     if entry.path is not None:
-        return chosen.open(entry.path, threads=threads, device=device, precision=precision)
-    return chosen.from_onnx_bytes(entry.data, source, threads=threads, device=device, precision=precision)
+        return _tuned(chosen.open(entry.path, threads=threads, device=device, precision=precision), workload)
+    return _tuned(chosen.from_onnx_bytes(entry.data, source, threads=threads, device=device, precision=precision),
+                  workload)
+
+
+def _tuned(engine, workload: str):
+    engine.set_workload(workload)
+    return engine
 
 
 def require_detection_output(metadata: dict, source) -> None:

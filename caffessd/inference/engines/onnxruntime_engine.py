@@ -94,7 +94,7 @@ class OnnxRuntimeEngine(Engine):
     @classmethod
     def from_model(cls, model, path: Optional[Path], threads: Optional[int] = None, device: Optional[str] = None,
                    precision: Optional[str] = None, optimized_path: Optional[Path] = None,
-                   cache: Optional[Path] = None) -> "OnnxRuntimeEngine":
+                   cache: Optional[Path] = None, workload: str = SERIAL) -> "OnnxRuntimeEngine":
         """An engine for a loaded onnx.ModelProto (`path` names it in errors;
         None for a model converted in memory). `optimized_path`: onnxruntime's
         optimised graph is cached there (CPU only, see caffessd.inference.session)."""
@@ -114,9 +114,10 @@ class OnnxRuntimeEngine(Engine):
         on_disk = path is not None and Path(path).is_file()
         self._model_bytes = None if on_disk else model.SerializeToString()
         self._session_args = (threads, optimized_path if self.device == "cpu" else None, providers)
-        self.workload = SERIAL
+        Engine.set_workload(self, workload)  # checks the name
+        self.workload = workload
         self._lock = threading.Lock()
-        self.session = self._make_session(SERIAL, model)
+        self.session = self._make_session(workload, model)
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         output = self.session.get_outputs()[0]
