@@ -69,7 +69,7 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
     JSON: one JSON document for images only, JSON Lines (one line per image or
     video frame, written as they come) when there is a video."""
     from caffessd.inference.detector import Detector, sample_image
-    from caffessd.inference.engines.base import PIPELINED, SERIAL
+    from caffessd.inference.engines.base import workload_for
     from caffessd.video.inputs import IMAGE, expand_inputs
 
     if bool(prototxt) != bool(weights):
@@ -85,6 +85,8 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
     videos = [(number, item) for number, (kind, item) in enumerate(inputs) if kind != IMAGE]
     video_options = _video_options(videos, every, sample_fps, start, duration, track, count_lines, reconnect,
                                    batch, workers, streams, write_video)
+    # One picture has nothing to decode ahead: inline.
+    image_workers = workers if len(paths) > 1 else 0
     if onnx_path and (prototxt or weights):
         raise click.UsageError("give either --artifact/--onnx or --model/--weights, not both")
     # Fail before the model runs, not after the first annotated image is written.
@@ -100,8 +102,8 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
                         threshold=threshold, cache=Path(cache_dir) if cache_dir else None,
                         threads=threads or (1 if streams > 1 else None),
                         batch=batch if batch and not onnx_path else 1,
-                        # Tuned once for what follows: one picture runs inline (_detect_all).
-                        workload=SERIAL if len(inputs) == 1 and not videos else PIPELINED)
+                        # Tuned once for what detect_many will ask (no second session).
+                        workload=workload_for(image_workers if paths else workers, streams))
     # Said once the model loaded: a net that is refused gets its one error line only.
     if prototxt and mean is None and scale is None:
         _say_when_preprocessing_is_assumed(prototxt)
@@ -116,7 +118,7 @@ def command(images, prototxt, weights, onnx_path, engine, device, precision, lab
         if paths:
             with click.progressbar(length=len(paths), label="detecting", file=sys.stderr,
                                    hidden=len(paths) < 2) as bar:
-                _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, results, failures,
+                _detect_all(detector, paths, out_dir, load, batch, image_workers, streams, bar, results, failures,
                             numbering=[n for n, (kind, _) in enumerate(inputs) if kind == IMAGE], total=len(inputs))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what is finished (JSON below), then exit 130/143
         interrupted = exc
@@ -288,9 +290,6 @@ def _detect_all(detector, paths, out_dir, load, batch, workers, streams, bar, re
     from caffessd.inference.batching import AnnotationWriter
 
     writer = AnnotationWriter()
-    # One picture has nothing to decode ahead: inline, and no engine switch to
-    # pipelined work (for onnxruntime a second session).
-    workers = workers if len(paths) > 1 else 0
     try:
         for index, found in enumerate(detector.detect_many(paths, batch=batch, workers=workers, load=load, streams=streams)):
             bar.update(1)

@@ -26,7 +26,7 @@ from caffessd.datasets.open import FORMATS
 from caffessd.protoio import labelmap_names
 from caffessd.util.parallel import ordered_map
 from caffessd.image.preprocess import load_image
-from caffessd.inference.engines.base import PIPELINED, SERIAL
+from caffessd.inference.engines.base import workload_for
 from caffessd.util.progress import Progress
 from caffessd.eval.wider import find_ground_truth_dir, key_for, load_ground_truth, wider_evaluate, write_results
 from caffessd.eval.voc import VocAccumulator
@@ -169,8 +169,8 @@ def evaluate_models(models: Sequence, dataset, metric: str = "voc07", *, format:
     records: Iterable = itertools.islice(iter(reader), limit) if limit is not None else iter(reader)
     load = getattr(reader, "load_image", None)
     detectors = [run.detector for run in runs]
-    for detector in detectors:  # decoding threads beside inference: no spinning threads
-        detector.engine.set_workload(PIPELINED if workers > 0 else SERIAL)
+    for detector in detectors:  # the decoding pool runs beside inference
+        detector.engine.set_workload(workload_for(workers))
 
     def prepare(record):
         # Runs in the decode pool: the image lives only until its blobs exist.

@@ -16,7 +16,7 @@ import numpy as np
 
 from caffessd.errors import FormatError
 from caffessd.image.preprocess import load_image
-from caffessd.inference.engines.base import PIPELINED, SERIAL
+from caffessd.inference.engines.base import workload_for
 from caffessd.util.parallel import ordered_map
 from caffessd.image.draw import annotate
 
@@ -81,8 +81,7 @@ def detect_many(detector, images: Iterable[ImageLike], batch: Optional[int] = No
         raise FormatError(detector.onnx_path, f"takes batches of {fixed} image(s), not {batch}; export it "
                                               f"with `caffessd export-onnx --batch {batch}` (or use --batch {fixed})")
     streams = max(1, int(streams))
-    # Decoding threads or concurrent runs beside inference: no spinning threads.
-    detector.engine.set_workload(PIPELINED if workers > 0 or streams > 1 else SERIAL)
+    detector.engine.set_workload(workload_for(workers, streams))
     prepared = ordered_map(_prepare(detector, load), images, workers=workers,
                            ahead=max(2 * workers, 2 * batch * streams))
     finished = ordered_map(lambda group: list(_detect_group(detector, group, fixed)), _groups(prepared, batch),

@@ -148,8 +148,7 @@ class Engine:
         within a run for SERIAL work, which shortens it, and not at all for
         PIPELINED work, where spinning threads take the cores the decoding
         threads need. Engines without such a choice ignore it."""
-        if workload not in WORKLOADS:
-            raise CaffessdError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
+        check_workload(workload)
 
     def outputs(self, blob: np.ndarray) -> Dict[str, np.ndarray]:
         """All graph outputs by name (for --raw exports and the parity
@@ -189,6 +188,19 @@ class Engine:
             raise CaffessdError(f"the {cls.name} engine does not take --{what} {value} "
                                 f"(it takes {', '.join(allowed)})")
         return value
+
+
+def check_workload(workload: str) -> str:
+    """`workload` when it is one of WORKLOADS; CaffessdError otherwise."""
+    if workload not in WORKLOADS:
+        raise CaffessdError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
+    return workload
+
+
+def workload_for(workers: int, streams: int = 1) -> str:
+    """The workload of a pipeline with `workers` decoding threads and
+    `streams` runs at once: PIPELINED when anything runs beside inference."""
+    return PIPELINED if workers > 0 or streams > 1 else SERIAL
 
 
 def rows_from(output: np.ndarray, source) -> np.ndarray:

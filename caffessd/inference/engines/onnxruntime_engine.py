@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
-from caffessd.inference.engines.base import BLOB, SERIAL, Engine, rows_from
+from caffessd.inference.engines.base import BLOB, SERIAL, Engine, check_workload, rows_from
 
 # --device -> the execution providers to ask for, most wanted first. CPU is
 # always last: onnxruntime puts the nodes a GPU provider does not take
@@ -113,9 +113,9 @@ class OnnxRuntimeEngine(Engine):
         # there is one (rather than keeping the model in memory for it).
         on_disk = path is not None and Path(path).is_file()
         self._model_bytes = None if on_disk else model.SerializeToString()
-        self._session_args = (threads, optimized_path if self.device == "cpu" else None, providers)
-        Engine.set_workload(self, workload)  # checks the name
-        self.workload = workload
+        self._optimized_path = optimized_path if self.device == "cpu" else None
+        self._providers = providers
+        self.workload = check_workload(workload)
         self._lock = threading.Lock()
         self.session = self._make_session(workload, model)
         first = self.session.get_inputs()[0]
@@ -134,9 +134,9 @@ class OnnxRuntimeEngine(Engine):
 
         if model is None:  # the same ModelProto as at the start, so the optimised-graph cache still matches
             model = self._model_bytes if self._model_bytes is not None else load_model(self.path)
-        threads, optimized_path, providers = self._session_args
         try:
-            session = make_session(model, threads, optimized_path, providers=providers, workload=workload)
+            session = make_session(model, self.threads, self._optimized_path, providers=self._providers,
+                                   workload=workload)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise FormatError(self.path, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
         if self.device != "cpu":
