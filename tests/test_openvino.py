@@ -13,6 +13,7 @@ MobileNetV2-SSD 640 on chosen feature layers). For each:
   0.5 px, scores within 1e-3, near-ties handled as tests/engine_parity.py says.
 int8 (NNCF) and bf16: the same faces on the bundled photos, IoU >= 0.9.
 """
+import numpy as np
 import pytest
 
 pytest.importorskip("openvino")
@@ -154,7 +155,6 @@ def test_engine_drops_the_identity_resize_a_plain_openvino_user_keeps(face_proto
     """The IR resizes any picture in its graph (for users who run it in OpenVINO
     themselves); caffessd's engine feeds pictures already at the net's size, so
     it takes that Interpolate out (OpenVINO would run it, 300x300 -> 300x300)."""
-    import numpy as np
     import openvino as ov
 
     xml = tmp_path / "face.xml"
@@ -207,3 +207,49 @@ def test_ir_has_constant_priors_and_softmax_along_the_long_axis(face_prototxt, f
     detector = Detector(artifact=xml, threads=2)
     for photo, expected in face_reference.items():
         assert_same_faces(detector(photo), expected, min_iou=0.9)
+
+
+NORMALIZE_NET = """input: "data"
+input_shape { dim: 1 dim: 3 dim: 24 dim: 32 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "per_position" type: "Normalize" bottom: "conv" top: "per_position"
+        norm_param { across_spatial: false channel_shared: false eps: 5 } }
+layer { name: "whole" type: "Normalize" bottom: "conv" top: "whole"
+        norm_param { across_spatial: true channel_shared: true eps: 5000 } }
+"""
+
+
+def test_normalize_becomes_one_normalize_l2_op_with_the_same_numbers(tmp_path, face_prototxt, face_caffemodel):
+    """SSD's Normalize, exported to ONNX as x / sqrt(sum(x^2) + eps), runs as
+    OpenVINO's NormalizeL2 (eps_mode add) in the IR: per position and across
+    the whole map, with eps values near the sums of squares (5 per position,
+    where the sums' median is 17; 5000 over the map, whose sum is 14710), so
+    putting eps outside the root (eps_mode max) or leaving it out fails the
+    1e-4 comparison with onnxruntime on the ONNX export. The face detector's four Normalize
+    layers are rewritten too; test_ir_equals_onnxruntime[face] checks its numbers."""
+    import openvino as ov
+
+    from caffessd.image.preprocess import make_blob
+    from caffessd.inference.engines import open_engine
+
+    prototxt, caffemodel, _ = random_net(tmp_path, "normalize", NORMALIZE_NET, seed=3)
+    metadata = {"mean": [100.0], "scale": 0.02, "channel_order": "BGR"}
+    onnx_path = tmp_path / "normalize.onnx"
+    onnx_path.write_bytes(convert(prototxt, caffemodel, raw=True, metadata=metadata).SerializeToString())
+    xml = tmp_path / "normalize.xml"
+    export_openvino(prototxt, caffemodel, xml, metadata=metadata, raw=True)
+
+    def op_types(path):
+        return [op.get_type_name() for op in ov.Core().read_model(str(path)).get_ordered_ops()]
+    types = op_types(xml)
+    assert types.count("NormalizeL2") == 2 and "ReduceSum" not in types and "Sqrt" not in types, types
+    picture = np.random.default_rng(0).integers(0, 256, (1, 24, 32, 3), dtype=np.uint8)
+    reference = open_engine(onnx_path, threads=2).outputs(make_blob(picture[0], Preprocessing.from_metadata(
+        {**metadata, "input_size": [32, 24]})))
+    ours = open_engine(xml, threads=2).outputs(picture)
+    assert_blobs_close(ours, reference, ["per_position", "whole"], what="normalize: ")
+
+    face_xml = tmp_path / "face.xml"
+    export_openvino(face_prototxt, face_caffemodel, face_xml)
+    face_types = op_types(face_xml)
+    assert face_types.count("NormalizeL2") == 4 and "ReduceSum" not in face_types, face_types

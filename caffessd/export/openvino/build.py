@@ -17,7 +17,8 @@ import numpy as np
 
 from caffessd.errors import CaffessdError
 from caffessd.image.preprocess import Preprocessing
-from caffessd.inference.engines.openvino_engine import INPUT_NAME, OUTPUT_NAME, openvino, softmax_on_long_axes
+from caffessd.inference.engines.openvino_engine import INPUT_NAME, OUTPUT_NAME, openvino
+from caffessd.inference.engines.openvino_passes import speed_passes
 from caffessd.onnxconv import read_metadata, to_onnx
 
 
@@ -128,7 +129,7 @@ def build_model(net, metadata: Dict[str, Any], input_shapes=None, raw: bool = Fa
     settings = facts.get("detection_output")
     if raw:
         model = read_onnx(probe)
-        softmax_on_long_axes(model)
+        speed_passes(model)
         return model, facts
     if native_detection_output(settings):
         model = with_detection_output(read_onnx(probe), settings)
@@ -137,7 +138,7 @@ def build_model(net, metadata: Dict[str, Any], input_shapes=None, raw: bool = Fa
         model = read_onnx(to_onnx(net, input_shapes=input_shapes, metadata=metadata))
         model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
         how = "onnx"
-    softmax_on_long_axes(model)
+    speed_passes(model)
     facts["kind"] = "full"
     facts["openvino"] = {"detection_output": how, "input": "uint8 NHWC BGR picture, preprocessing in the graph"}
     return model, facts

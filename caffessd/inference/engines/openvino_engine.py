@@ -27,6 +27,7 @@ import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.inference.engines.base import BLOB, IMAGE, Engine, require_runtime, rows_from
+from caffessd.inference.engines.openvino_passes import speed_passes
 
 RT_INFO_ROOT = "caffessd"       # rt_info section holding caffessd's metadata, one JSON text per key
 INPUT_NAME = "image"            # the IR's input tensor name
@@ -142,7 +143,7 @@ class OpenVinoEngine(Engine):
             _fix_image_size(model, metadata, self.path)
         shape = model.inputs[0].get_partial_shape()
         self.batch = shape[0].get_length() if shape.rank.is_static and shape[0].is_static else None
-        softmax_on_long_axes(model)
+        speed_passes(model)
         try:
             self.compiled = ov.Core().compile_model(model, "CPU", compile_config(threads, self.precision))
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
@@ -218,45 +219,6 @@ def _bypass_identity_resizes(model) -> None:
         before, after = node.get_input_partial_shape(0), node.get_output_partial_shape(0)
         if before.is_static and before == after:
             node.output(0).replace(node.input_value(0))
-
-
-# Softmax over an innermost axis at most this long runs as
-# Transpose -> Softmax -> Transpose (softmax_on_long_axes).
-SHORT_SOFTMAX_AXIS = 8
-
-
-def softmax_on_long_axes(model) -> int:
-    """Rewrite each Softmax over a short innermost axis (a face detector's 2
-    classes: [1, 4420, 2]) as a Softmax over the axis before it, between two
-    Transposes that swap the last two axes. The same numbers (within 1e-7),
-    and OpenVINO's CPU plugin vectorises along the long axis instead of
-    reducing pairs: 0.03 instead of 0.12 ms on the face detector's 4420x2
-    scores, a tenth of its int8 run. At 21 classes the Transposes cost what
-    the Softmax gains, hence the limit. The export writes it into the IR; the
-    engine applies it again to what it compiles (an ONNX file, an IR of an
-    older caffessd), where it finds nothing left to do in a new IR. Returns
-    how many were rewritten."""
-    from openvino import opset8
-
-    rewritten = 0
-    for node in model.get_ordered_ops():
-        if node.get_type_name() != "Softmax":
-            continue
-        shape = node.get_input_partial_shape(0)
-        if not shape.rank.is_static or shape.rank.get_length() < 2 or not shape.is_static:
-            continue
-        rank = shape.rank.get_length()
-        axis = int(node.get_attributes()["axis"]) % rank
-        if axis != rank - 1 or shape[axis].get_length() > SHORT_SOFTMAX_AXIS:
-            continue
-        swap = opset8.constant(np.array([*range(rank - 2), rank - 1, rank - 2], dtype=np.int64))
-        moved = opset8.transpose(node.input_value(0), swap)
-        softmax = opset8.softmax(moved, rank - 2)
-        back = opset8.transpose(softmax, swap)
-        back.set_friendly_name(node.get_friendly_name())
-        node.output(0).replace(back.output(0))
-        rewritten += 1
-    return rewritten
 
 
 def _first_line(exc: Exception) -> str:
