@@ -211,7 +211,8 @@ def test_ir_has_constant_priors_and_softmax_along_the_long_axis(face_prototxt, f
 
 NORMALIZE_NET = """input: "data"
 input_shape { dim: 1 dim: 3 dim: 24 dim: 32 }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
 layer { name: "per_position" type: "Normalize" bottom: "conv" top: "per_position"
         norm_param { across_spatial: false channel_shared: false eps: 5 } }
 layer { name: "whole" type: "Normalize" bottom: "conv" top: "whole"
