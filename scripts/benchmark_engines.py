@@ -16,7 +16,8 @@ exporters, then timed with the same thread count:
 
 Latency: the median of interleaved blocks of 10 runs on one prepared input
 (inference only; every variant alternates with the others so load drift hits
-all alike). Throughput: caffessd's Detector.detect_many over a folder of
+all alike), each block after 3 untimed runs, so that no variant is timed
+while the one before it still spins its threads (BLOCK_WARMUP). Throughput: caffessd's Detector.detect_many over a folder of
 generated photos (decode, preprocess, inference, 2 decode threads) against an
 OpenCV loop (imread, blobFromImage, forward), images/s and CPU ms per image.
 The CPU's instruction sets are printed first: which engine wins depends on
@@ -200,10 +201,22 @@ def find_artifact(engine, target: Path) -> Path:
     return target
 
 
+# Untimed runs at the start of each block of 10. The variant timed before
+# leaves its thread pool running for a few ms (ncnn's and OpenCV's threads
+# wait spinning) and the caches full of its own weights: measured on the int8
+# face detector on OpenVINO, the first run after another engine's block took
+# 1.1-1.8 ms against 0.65 ms in steady state, the second 0.8-1.2 ms, the
+# third 0.7-1.0 ms. Three runs are enough for each engine, whatever it
+# follows, to time its own steady state (a deployed detector does not
+# alternate with eleven others), while the interleaving still spreads drift.
+BLOCK_WARMUP = 3
+
+
 def latencies(detectors: dict, cv_net, blob_cv, inputs: dict, runs: int) -> tuple:
-    """(label -> median ms, label -> CPU ms per run), interleaved in blocks of 10.
-    CPU time counts every thread of the process: on a busy machine it moves
-    far less than wall time, so it is the figure to compare there."""
+    """(label -> median ms, label -> CPU ms per run), interleaved in blocks of 10
+    timed runs, each after BLOCK_WARMUP untimed ones. CPU time counts every
+    thread of the process: on a busy machine it moves far less than wall
+    time, so it is the figure to compare there."""
     samples = {label: [] for label in list(detectors) + ["OpenCV 4.x DNN"]}
     cpu = {label: [] for label in samples}
     calls = {label: (lambda d=d, x=inputs[label]: d.run_blob(x)) for label, d in detectors.items()}
@@ -216,6 +229,7 @@ def latencies(detectors: dict, cv_net, blob_cv, inputs: dict, runs: int) -> tupl
         time_runs(call, 3, 0)
     for _ in range(max(1, runs // 10)):
         for label, call in calls.items():
+            time_runs(call, BLOCK_WARMUP, 0)
             start = time.process_time()
             samples[label] += time_runs(call, 0, 10)
             cpu[label].append((time.process_time() - start) * 100.0)  # ms per run over a block of 10
