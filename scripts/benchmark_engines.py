@@ -19,7 +19,9 @@ Latency: the median of interleaved blocks of 10 runs on one prepared input
 all alike), each block after 3 untimed runs, so that no variant is timed
 while the one before it still spins its threads (BLOCK_WARMUP). Throughput: caffessd's Detector.detect_many over a folder of
 generated photos (decode, preprocess, inference, 2 decode threads) against an
-OpenCV loop (imread, blobFromImage, forward), images/s and CPU ms per image.
+OpenCV loop (imread, blobFromImage, forward), images/s and CPU ms per image;
+and the same with `detect --streams THREADS` (that many images at once, a
+1-thread Detector each), often the faster way over a folder on a small CPU.
 The CPU's instruction sets are printed first: which engine wins depends on
 them (bf16 needs AVX-512 BF16 or AMX, int8 gains most with VNNI or AMX).
 Beside them, what the CPU's arithmetic allows: the multiply-add rate of one
@@ -263,9 +265,28 @@ def benchmark_model(name, prototxt, weights, prep, work: Path, photos, calibrati
         sum(1 for _ in detector.detect_many(photos[:4], workers=2))
         results["throughput"][label] = timed_images(lambda d=detector: sum(1 for _ in d.detect_many(photos, workers=2)))
     results["throughput"]["OpenCV 4.x DNN"] = throughput_opencv(prototxt, weights, prep, photos, args.threads)
+    results["streams"] = streams_throughput(variants, photos, work, args)
     results["gmac"] = summarize(prototxt).total_multiply_adds / 1e9  # as `caffessd inspect` counts them
     report(name, results, len(photos), args.threads)
     return {"variants": variants, **results}
+
+
+def streams_throughput(variants, photos, work: Path, args) -> dict:
+    """label -> (images/s, CPU ms per image) of `detect --streams THREADS`:
+    as many images' inference at once as there are threads, each on a
+    1-thread Detector, beside 2 decode threads. On a small CPU whole images
+    side by side often use the cores better than one run split over them."""
+    rates = {}
+    for label, artifact, engine, precision in variants:
+        try:
+            detector = Detector(artifact=artifact, engine=engine, precision=precision, threads=1,
+                                cache=work / "cache", threshold=0.3)
+        except Exception:  # reported by the latency part already
+            continue
+        sum(1 for _ in detector.detect_many(photos[:4], workers=2, streams=args.threads))
+        rates[label] = timed_images(lambda d=detector: sum(1 for _ in d.detect_many(photos, workers=2,
+                                                                                   streams=args.threads)))
+    return rates
 
 
 def report(name, results, count, threads) -> None:
@@ -275,17 +296,26 @@ def report(name, results, count, threads) -> None:
     print(f"\n{name}, {threads} threads: latency (median, inference only) and folder throughput "
           f"({count} photos, decode + preprocess + inference)")
     print(f"  ({results['gmac']:.3f} G multiply-adds per image; GMAC/s: that over the latency)")
+    streams = results.get("streams", {})
+    print(f"  (img/s: {threads} onnxruntime/engine threads, 2 decode threads; {threads} streams: "
+          f"detect --streams {threads}, {threads} images at once on 1 thread each)")
     print(f"  {'variant':<24}{'ms':>8}{'CPU ms':>8}{'GMAC/s':>8}{'x OpenCV':>10}{'x ORT fp32':>12}"
-          f"{'img/s':>9}{'x OpenCV':>10}{'CPU ms/img':>12}")
+          f"{'img/s':>9}{'x OpenCV':>10}{'CPU ms/img':>12}{f'{threads} streams':>11}{'x OpenCV':>10}")
     for label in lat:
         ms = lat[label]
         rate, cpu = thr[label]
         ort = f"{ort_ms / ms:.2f}" if ort_ms else "-"
         gmac_s = results["gmac"] / ms * 1000
+        side = (f"{streams[label][0]:11.1f}{streams[label][0] / cv_rate:10.2f}" if label in streams
+                else f"{'-':>11}{'-':>10}")
         print(f"  {label:<24}{ms:8.2f}{lat_cpu[label]:8.2f}{gmac_s:8.1f}{cv_ms / ms:10.2f}{ort:>12}"
-              f"{rate:9.1f}{rate / cv_rate:10.2f}{cpu:12.1f}")
+              f"{rate:9.1f}{rate / cv_rate:10.2f}{cpu:12.1f}{side}")
     best = min((label for label in lat if label != "OpenCV 4.x DNN"), key=lat.get)
     print(f"  fastest: {best} ({cv_ms / lat[best]:.1f}x OpenCV, {ort_ms / lat[best]:.2f}x onnxruntime fp32)")
+    folder = {(label, "1 stream"): thr[label][0] for label in thr if label != "OpenCV 4.x DNN"}
+    folder.update({(label, f"{threads} streams"): rate for label, (rate, _) in streams.items()})
+    (label, how), rate = max(folder.items(), key=lambda item: item[1])
+    print(f"  fastest over a folder: {label}, {how} ({rate:.1f} images/s, {rate / cv_rate:.1f}x OpenCV's loop)")
 
 
 def face_map(variants, work: Path, args) -> None:
