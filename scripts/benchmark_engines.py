@@ -17,8 +17,9 @@ exporters, then timed with the same thread count:
 Latency: the median of interleaved blocks of 10 runs on one prepared input
 (inference only; every variant alternates with the others so load drift hits
 all alike), each block after 3 untimed runs, so that no variant is timed
-while the one before it still spins its threads (BLOCK_WARMUP). Throughput: caffessd's Detector.detect_many over a folder of
-generated photos (decode, preprocess, inference, 2 decode threads) against an
+while the one before it still holds the cores and caches (BLOCK_WARMUP).
+Throughput: caffessd's Detector.detect_many over a folder of generated
+photos (decode, preprocess, inference, 2 decode threads) against an
 OpenCV loop (imread, blobFromImage, forward), images/s and CPU ms per image;
 and the same with `detect --streams THREADS` (that many images at once, a
 1-thread Detector each), often the faster way over a folder on a small CPU.
@@ -63,6 +64,7 @@ from caffessd.inference.engines import known_engines  # noqa: E402
 from caffessd.image.preprocess import load_image, make_blob  # noqa: E402
 from caffessd.inference.detector import Detector, default_model  # noqa: E402
 from caffessd.summary import summarize  # noqa: E402
+
 
 def gemm_ceilings(threads: int, size: int = 2048, runs: int = 20) -> dict:
     """G multiply-adds/s of a size^3 matrix product in onnxruntime on `threads`
@@ -204,8 +206,8 @@ def find_artifact(engine, target: Path) -> Path:
 
 
 # Untimed runs at the start of each block of 10. The variant timed before
-# leaves its thread pool running for a few ms (ncnn's and OpenCV's threads
-# wait spinning) and the caches full of its own weights: measured on the int8
+# may leave its threads spinning for a while (OpenMP's, in ncnn, wait that
+# way) and leaves the caches full of its own weights: measured on the int8
 # face detector on OpenVINO, the first run after another engine's block took
 # 1.1-1.8 ms against 0.65 ms in steady state, the second 0.8-1.2 ms, the
 # third 0.7-1.0 ms. Three runs are enough for each engine, whatever it
@@ -283,9 +285,11 @@ def streams_throughput(variants, photos, work: Path, args) -> dict:
                                 cache=work / "cache", threshold=0.3)
         except Exception:  # reported by the latency part already
             continue
-        sum(1 for _ in detector.detect_many(photos[:4], workers=2, streams=args.threads))
-        rates[label] = timed_images(lambda d=detector: sum(1 for _ in d.detect_many(photos, workers=2,
-                                                                                   streams=args.threads)))
+
+        def run_folder(paths, d=detector):
+            return sum(1 for _ in d.detect_many(paths, workers=2, streams=args.threads))
+        run_folder(photos[:4])
+        rates[label] = timed_images(lambda: run_folder(photos))
     return rates
 
 
