@@ -254,3 +254,67 @@ def test_normalize_becomes_one_normalize_l2_op_with_the_same_numbers(tmp_path, f
     export_openvino(face_prototxt, face_caffemodel, face_xml)
     face_types = op_types(face_xml)
     assert face_types.count("NormalizeL2") == 4 and "ReduceSum" not in face_types, face_types
+
+
+def test_onnx_in_memory_is_read_as_convert_model_reads_it(face_prototxt, face_caffemodel, monkeypatch):
+    """read_onnx_bytes (OpenVINO's ONNX frontend plus ov.convert_model's own
+    graph transformations) gives convert_model's graph: the same ops in the
+    same order with the same shapes, and the same constants."""
+    import io
+
+    import openvino as ov
+
+    from caffessd.inference.engines.openvino_engine import read_onnx_bytes
+
+    monkeypatch.setenv("CI", "true")  # convert_model's telemetry stays off in CI; this test calls it once
+    for raw in (True, False):
+        data = convert(face_prototxt, face_caffemodel, raw=raw).SerializeToString()
+        ours, theirs = read_onnx_bytes(data), ov.convert_model(io.BytesIO(data))
+
+        def signature(model):
+            return [(op.get_type_name(), [str(op.get_output_partial_shape(i)) for i in range(op.get_output_size())])
+                    for op in model.get_ordered_ops()]
+        assert signature(ours) == signature(theirs)
+        for a, b in zip(ours.get_ordered_ops(), theirs.get_ordered_ops()):
+            if a.get_type_name() == "Constant":
+                assert np.array_equal(a.get_data(), b.get_data()), a.get_friendly_name()
+        assert [o.get_names() for o in ours.outputs] == [o.get_names() for o in theirs.outputs]
+
+
+def test_export_and_engine_never_fork_for_telemetry(tmp_path, face_prototxt, face_caffemodel, face_photos):
+    """Neither `export-openvino` (float and NNCF int8) nor the engine on an
+    in-memory ONNX model loads OpenVINO's telemetry or forks the process. Its
+    sender forked from a thread at `import openvino`; such children hung in
+    Python's after-fork clean-up (PyAV's threads in thread-locals), kept
+    caffessd's inherited SIGTERM handler, and outlived the test workers. A
+    fresh interpreter, so no other test's imports count, with CI unset (where
+    the telemetry would run) and no pytest loaded (NNCF skips its telemetry
+    under pytest)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("nncf")
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for photo in face_photos:
+        (calibration / photo.name).write_bytes(photo.read_bytes())
+    script = f"""
+import os, sys
+forks = []
+os.register_at_fork(before=lambda: forks.append(1))
+from caffessd.export.openvino import export_openvino
+from caffessd.inference.engines.openvino_engine import OpenVinoEngine
+from caffessd.onnxconv import convert
+export_openvino({str(face_prototxt)!r}, {str(face_caffemodel)!r}, {str(tmp_path / 'face.xml')!r})
+export_openvino({str(face_prototxt)!r}, {str(face_caffemodel)!r}, {str(tmp_path / 'face-int8.xml')!r},
+                calibrate={str(calibration)!r})
+data = convert({str(face_prototxt)!r}, {str(face_caffemodel)!r}).SerializeToString()
+OpenVinoEngine.from_onnx_bytes(data, "memory", threads=1)
+import openvino_telemetry  # importable again afterwards, for a program of the user's that wants it
+print(len(forks), sys.modules["openvino.tools.ovc.telemetry_utils"].tm.__name__, "pytest" in sys.modules)
+"""
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "0 openvino.tools.ovc.telemetry_stub False", done.stdout

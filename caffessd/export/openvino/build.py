@@ -17,7 +17,7 @@ import numpy as np
 
 from caffessd.errors import CaffessdError
 from caffessd.image.preprocess import Preprocessing
-from caffessd.inference.engines.openvino_engine import INPUT_NAME, OUTPUT_NAME, openvino
+from caffessd.inference.engines.openvino_engine import INPUT_NAME, OUTPUT_NAME, openvino, read_onnx_bytes
 from caffessd.inference.engines.openvino_passes import speed_passes
 from caffessd.onnxconv import read_metadata, to_onnx
 
@@ -55,11 +55,9 @@ def detection_output_attributes(settings: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def read_onnx(model) -> Any:
-    """An onnx.ModelProto through OpenVINO's ONNX frontend (in memory)."""
-    import io
-
-    ov = openvino()
-    return ov.convert_model(io.BytesIO(model.SerializeToString()))
+    """An onnx.ModelProto through OpenVINO's ONNX frontend (in memory), as
+    ov.convert_model reads it but without its telemetry (read_onnx_bytes)."""
+    return read_onnx_bytes(model.SerializeToString())
 
 
 def with_detection_output(raw_model, settings: Dict[str, Any]):

@@ -20,6 +20,7 @@ import numpy as np
 
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.inference.engines.base import require_runtime
+from caffessd.inference.engines.openvino_engine import without_openvino_telemetry
 from caffessd.export.openvino.build import first_line
 
 # Op types NNCF must leave in float whatever its defaults.
@@ -28,7 +29,7 @@ FLOAT_OPS = ["DetectionOutput"]
 
 def nncf_module():
     """NNCF, or one line naming the extra it comes with."""
-    with _without_torch():
+    with _without_torch(), without_openvino_telemetry():
         return require_runtime("nncf", engine="openvino", extra="openvino", who="export-openvino --int8")
 
 

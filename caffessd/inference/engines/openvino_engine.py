@@ -18,7 +18,9 @@ only where the CPU computes it natively (no silent emulation).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -36,7 +38,33 @@ OUTPUT_NAME = "detection_out"   # the IR's DetectionOutput rows
 
 def openvino():
     """The openvino module, or MissingRuntime naming caffessd[openvino]."""
-    return require_runtime("openvino", engine="openvino", extra="openvino")
+    with without_openvino_telemetry():
+        return require_runtime("openvino", engine="openvino", extra="openvino")
+
+
+@contextlib.contextmanager
+def without_openvino_telemetry():
+    """Import OpenVINO (and NNCF) as on a machine without openvino_telemetry,
+    unless this process already loaded it.
+
+    `import openvino` posts a usage event to Google Analytics, unless the user
+    opted out or CI is set, and NNCF does so per call. On Linux the sender
+    forks the process from a worker thread (multiprocessing's fork). The child
+    runs Python's after-fork clean-up of the other threads' state, and PyAV's
+    swscale contexts in thread-locals make that wait for threads the child
+    does not have. The child then hangs; caffessd's SIGTERM handler, which it
+    inherits, never runs to end it, so it outlives the command. Both packages
+    fall back to their own no-op telemetry when the module cannot be imported,
+    which is what this arranges for the duration of the import."""
+    if "openvino_telemetry" in sys.modules:
+        yield
+        return
+    sys.modules["openvino_telemetry"] = None
+    try:
+        yield
+    finally:
+        if sys.modules.get("openvino_telemetry", 0) is None:
+            del sys.modules["openvino_telemetry"]
 
 
 def set_rt_metadata(model, metadata: Dict[str, Any]) -> None:
@@ -112,15 +140,12 @@ class OpenVinoEngine(Engine):
                         precision: Optional[str] = None) -> "OpenVinoEngine":
         """An engine for an ONNX model held in memory (a Caffe model converted
         by `detect` whose cache folder could not be written)."""
-        import io
-
         import onnx
 
         from caffessd.onnxconv.metadata import read_metadata
 
-        ov = openvino()
         try:
-            model = ov.convert_model(io.BytesIO(data))
+            model = read_onnx_bytes(data)
         except Exception as exc:  # OpenVINO raises its own exception types
             raise FormatError(source, f"OpenVINO cannot read the converted model: {_first_line(exc)}") from None
         return cls.from_model(model, read_metadata(onnx.load_from_string(data)), source, threads, device, precision)
@@ -176,6 +201,32 @@ class OpenVinoEngine(Engine):
     def outputs(self, blob: np.ndarray) -> Dict[str, np.ndarray]:
         request = self._infer(blob)
         return {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
+
+
+def read_onnx_bytes(data: bytes):
+    """An ov.Model of an ONNX model held in memory: OpenVINO's ONNX frontend
+    (Core.read_model), then the graph transformations ov.convert_model applies
+    after it, which give the same graph and weights (tests/test_openvino.py
+    compares the two).
+
+    Not ov.convert_model itself: it starts OpenVINO's telemetry, whose sender
+    forks the process from a worker thread (multiprocessing's fork on Linux)
+    to post to Google Analytics. A child forked while other threads hold
+    native resources hangs in Python's after-fork clean-up: PyAV's swscale
+    contexts in thread-locals wait there for threads the child does not have.
+    Such children outlived the test workers; in a user's process they would
+    outlive `caffessd detect`."""
+    ov = openvino()
+    model = ov.Core().read_model(data)
+    try:  # ov.convert_model's own steps (openvino.tools.ovc's moc_emit_ir)
+        from openvino._offline_transformations import (apply_fused_names_cleanup, apply_moc_transformations,
+                                                       compress_quantize_weights_transformation)
+    except ImportError:  # a private module: without it the plugin still optimises what it compiles
+        return model
+    apply_moc_transformations(model, cf=False, smart_reshape=True)
+    compress_quantize_weights_transformation(model)
+    apply_fused_names_cleanup(model)
+    return model
 
 
 def _read_ir(core, path: Path):
