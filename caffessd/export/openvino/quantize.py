@@ -12,8 +12,6 @@ PrePostProcessor steps are added, so calibration feeds the same blobs
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import List
 
 import numpy as np
@@ -21,6 +19,7 @@ import numpy as np
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.inference.engines.base import require_runtime
 from caffessd.inference.engines.openvino_engine import without_openvino_telemetry
+from caffessd.util.imports import unimportable
 from caffessd.export.openvino.build import first_line
 
 # Op types NNCF must leave in float whatever its defaults.
@@ -31,6 +30,15 @@ def nncf_module():
     """NNCF, or one line naming the extra it comes with."""
     with _without_torch(), without_openvino_telemetry():
         return require_runtime("nncf", engine="openvino", extra="openvino", who="export-openvino --int8")
+
+
+def _without_torch():
+    """`import nncf` imports torch where it is installed, and nncf.quantize
+    probes a model's framework torch first: for an OpenVINO model that costs
+    seconds (about 10 s of a 13 s import here) and prints a "No CUDA runtime"
+    warning on stderr. Unless this process already uses torch, hide it
+    meanwhile (NNCF then works as on a machine without torch)."""
+    return unimportable("torch")
 
 
 def quantize(model, blobs: List[np.ndarray], source):
@@ -48,24 +56,6 @@ def quantize(model, blobs: List[np.ndarray], source):
         raise
     except Exception as exc:  # NNCF raises its own types
         raise FormatError(source, f"NNCF could not quantize the net: {first_line(exc)}") from None
-
-
-@contextlib.contextmanager
-def _without_torch():
-    """`import nncf` imports torch where it is installed, and nncf.quantize
-    probes a model's framework torch first: for an OpenVINO model that costs
-    seconds (about 10 s of a 13 s import here) and prints a "No CUDA runtime"
-    warning on stderr. Unless this process already uses torch, hide it
-    meanwhile (NNCF then works as on a machine without torch)."""
-    if "torch" in sys.modules:
-        yield
-        return
-    sys.modules["torch"] = None
-    try:
-        yield
-    finally:
-        if sys.modules.get("torch", 0) is None:
-            del sys.modules["torch"]
 
 
 def count_fake_quantize(model) -> int:

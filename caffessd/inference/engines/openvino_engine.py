@@ -18,9 +18,7 @@ only where the CPU computes it natively (no silent emulation).
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -30,6 +28,7 @@ import numpy as np
 from caffessd.errors import CaffessdError, FormatError
 from caffessd.inference.engines.base import BLOB, IMAGE, Engine, require_runtime, rows_from
 from caffessd.inference.engines.openvino_passes import speed_passes
+from caffessd.util.imports import unimportable
 
 RT_INFO_ROOT = "caffessd"       # rt_info section holding caffessd's metadata, one JSON text per key
 INPUT_NAME = "image"            # the IR's input tensor name
@@ -42,7 +41,6 @@ def openvino():
         return require_runtime("openvino", engine="openvino", extra="openvino")
 
 
-@contextlib.contextmanager
 def without_openvino_telemetry():
     """Import OpenVINO (and NNCF) as on a machine without openvino_telemetry,
     unless this process already loaded it.
@@ -56,15 +54,7 @@ def without_openvino_telemetry():
     inherits, never runs to end it, so it outlives the command. Both packages
     fall back to their own no-op telemetry when the module cannot be imported,
     which is what this arranges for the duration of the import."""
-    if "openvino_telemetry" in sys.modules:
-        yield
-        return
-    sys.modules["openvino_telemetry"] = None
-    try:
-        yield
-    finally:
-        if sys.modules.get("openvino_telemetry", 0) is None:
-            del sys.modules["openvino_telemetry"]
+    return unimportable("openvino_telemetry")
 
 
 def set_rt_metadata(model, metadata: Dict[str, Any]) -> None:
