@@ -16,7 +16,10 @@ int8 (NNCF) and bf16: the same faces on the bundled photos, IoU >= 0.9.
 import numpy as np
 import pytest
 
-pytest.importorskip("openvino")
+from caffessd.inference.engines.openvino_engine import without_openvino_telemetry
+
+with without_openvino_telemetry():  # imported as caffessd imports it (docs/export-openvino.md)
+    pytest.importorskip("openvino")
 
 from caffessd import protoio  # noqa: E402
 from caffessd.generators import SSDConfig, build_net  # noqa: E402

@@ -19,6 +19,7 @@ only where the CPU computes it natively (no silent emulation).
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -37,6 +38,8 @@ OUTPUT_NAME = "detection_out"   # the IR's DetectionOutput rows
 
 def openvino():
     """The openvino module, or MissingRuntime naming caffessd[openvino]."""
+    if sys.modules.get("openvino") is not None:  # imported already: nothing left to guard
+        return sys.modules["openvino"]
     with without_openvino_telemetry():
         return require_runtime("openvino", engine="openvino", extra="openvino")
 
