@@ -261,11 +261,7 @@ def benchmark_model(name, prototxt, weights, prep, work: Path, photos, calibrati
     lat, lat_cpu = latencies(detectors, cv_net, blob, inputs, args.runs)
     results = {"latency": lat, "latency_cpu": lat_cpu, "throughput": {}}
     for label, detector in detectors.items():
-        # One untimed pass first: detect_many may tune the engine for pipelined work
-        # (onnxruntime makes a session whose threads never spin), and a new
-        # session's first runs are slow.
-        sum(1 for _ in detector.detect_many(photos[:4], workers=2))
-        results["throughput"][label] = timed_images(lambda d=detector: sum(1 for _ in d.detect_many(photos, workers=2)))
+        results["throughput"][label] = folder_rate(detector, photos)
     results["throughput"]["OpenCV 4.x DNN"] = throughput_opencv(prototxt, weights, prep, photos, args.threads)
     results["streams"] = streams_throughput(variants, photos, work, args)
     results["gmac"] = summarize(prototxt).total_multiply_adds / 1e9  # as `caffessd inspect` counts them
@@ -285,12 +281,19 @@ def streams_throughput(variants, photos, work: Path, args) -> dict:
                                 cache=work / "cache", threshold=0.3)
         except Exception:  # reported by the latency part already
             continue
-
-        def run_folder(paths, d=detector):
-            return sum(1 for _ in d.detect_many(paths, workers=2, streams=args.threads))
-        run_folder(photos[:4])
-        rates[label] = timed_images(lambda: run_folder(photos))
+        rates[label] = folder_rate(detector, photos, streams=args.threads)
     return rates
+
+
+def folder_rate(detector, photos, streams: int = 1) -> tuple:
+    """(images/s, CPU ms per image) of detector.detect_many over `photos`, 2
+    decode threads, after one untimed pass over four of them: detect_many may
+    tune the engine for pipelined work (onnxruntime makes a session whose
+    threads never spin), and a new session's first runs are slow."""
+    def run(paths):
+        return sum(1 for _ in detector.detect_many(paths, workers=2, streams=streams))
+    run(photos[:4])
+    return timed_images(lambda: run(photos))
 
 
 def report(name, results, count, threads) -> None:
