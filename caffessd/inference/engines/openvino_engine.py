@@ -157,6 +157,8 @@ class OpenVinoEngine(Engine):
         self.metadata = metadata
         parameter = model.inputs[0]
         self.input_format = IMAGE if parameter.get_element_type() == ov.Type.u8 else BLOB
+        self.input_dtype = parameter.get_element_type().to_dtype()  # a shared tensor takes no other
+        self.tensor_type = ov.Tensor
         if self.input_format == IMAGE:
             _fix_image_size(model, metadata, self.path)
         shape = model.inputs[0].get_partial_shape()
@@ -178,13 +180,17 @@ class OpenVinoEngine(Engine):
         return request
 
     def _infer(self, blob: np.ndarray):
-        """One synchronous run on this thread's request. share_inputs: OpenVINO
-        reads the caller's array in place instead of copying it (0.03-0.05 ms
-        of a 0.85 ms int8 face detector); it is not touched until infer
-        returns. share_outputs: infer's own return value would be a copy of
-        every output, and the callers copy the ones they keep."""
+        """One synchronous run on this thread's request. The input is an
+        ov.Tensor over the caller's own array (shared memory: OpenVINO reads it
+        in place, and it is not touched after infer returns) set on the
+        request, then a bare infer(): infer({0: array}, share_inputs=True)
+        does the same through OpenVINO's Python dispatch, 0.03-0.05 ms more
+        per run (of a 0.75 ms int8 face detector). The outputs stay the
+        request's own; the callers copy the ones they keep."""
         request = self._request()
-        request.infer({0: np.ascontiguousarray(blob)}, share_inputs=True, share_outputs=True)
+        array = np.ascontiguousarray(blob, dtype=self.input_dtype)
+        request.set_input_tensor(self.tensor_type(array, shared_memory=True))
+        request.infer()
         return request
 
     def run(self, blob: np.ndarray) -> np.ndarray:
