@@ -37,3 +37,37 @@ def cpu_report() -> str:
     lacks = [name for name, flag in INSTRUCTION_SETS if flag not in flags]
     return (f"{model}; {os.cpu_count()} logical CPUs; has {', '.join(have) or 'none of them'}; "
             f"lacks {', '.join(lacks) or 'none'}")
+
+
+# What each cap sets in the environment, for the runtimes that read one:
+# OpenVINO's CPU plugin (its oneDNN kernels and its own JIT nodes stop at
+# ONEDNN_MAX_CPU_ISA) and OpenCV (runtime dispatch skips what
+# OPENCV_CPU_DISABLE names). onnxruntime's MLAS, ncnn and XNNPACK pick
+# their kernels from CPUID with no such switch: under a cap they still run
+# with everything the CPU has.
+ISA_CAPS = {
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2",
+             "OPENCV_CPU_DISABLE": "AVX512F,AVX512-SKX,AVX512-COMMON,AVX512-ICL,AVX512-CLX,AVX512-CNL,"
+                                   "AVX512BW,AVX512DQ,AVX512VL,AVX512CD"},
+}
+CAPPED_ENGINES = ("openvino", "OpenCV")
+
+
+def cap_isa(name: str) -> None:
+    """Run this script again with the instruction sets capped at `name`
+    (ISA_CAPS), unless they already are: the runtimes read the variables
+    when they load, and caffessd loads OpenCV on import."""
+    import sys
+
+    wanted = ISA_CAPS[name]
+    if all(os.environ.get(key) == value for key, value in wanted.items()):
+        return
+    os.environ.update(wanted)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def capped_isa() -> str:
+    """The ISA_CAPS name this process runs under, or "" when uncapped."""
+    return next((name for name, wanted in ISA_CAPS.items()
+                 if all(os.environ.get(key) == value for key, value in wanted.items())), "")

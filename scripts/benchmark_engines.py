@@ -31,11 +31,16 @@ float32 MatMul and uint8 x int8 MatMulInteger. A net's 1x1 convolutions are
 such products (smaller ones), so each variant's own rate (the net's
 multiply-adds, as `caffessd inspect` counts them, over its latency) is
 printed beside it: how far from that ceiling the engine is.
+With --max-isa avx2, OpenVINO and OpenCV run as on a CPU without AVX-512,
+VNNI, BF16 or AMX (benchmark_cpu.ISA_CAPS): the AVX2 figures from a machine
+that has more. onnxruntime, ncnn and TFLite ignore the cap; their rows are
+marked and left out of "fastest".
 With --map, `caffessd eval` of the face detector's variants on generated face
 photos with known boxes (VOC07 mAP): what bf16 and int8 cost in accuracy.
 
     nice python scripts/benchmark_engines.py                          # 2 threads
     nice python scripts/benchmark_engines.py --runs 30 --photos 100 --map
+    nice python scripts/benchmark_engines.py --max-isa avx2           # an AVX2-only CPU, emulated
 
 Needs OpenCV 4.x (test extra) and, for the OpenVINO rows, caffessd[openvino].
 """
@@ -57,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark_deploy import (GEN_MODELS, MOBILENET_PREP, eval_map, gen_model, generate_photos,  # noqa: E402
                               throughput_opencv, timed_images, write_list_dataset)
-from benchmark_cpu import cpu_report  # noqa: E402
+from benchmark_cpu import CAPPED_ENGINES, ISA_CAPS, cap_isa, capped_isa, cpu_report  # noqa: E402
 from benchmark_inference import time_runs  # noqa: E402
 
 from caffessd.inference.engines import known_engines  # noqa: E402
@@ -97,12 +102,63 @@ def gemm_ceilings(threads: int, size: int = 2048, runs: int = 20) -> dict:
     return rates
 
 
+def openvino_conv_ceilings(threads: int, size: int = 2048, runs: int = 5) -> dict:
+    """G multiply-adds/s of OpenVINO's own 1x1 convolution kernel on the ideal
+    shape (size channels in and out over size pixels, size^3 multiply-adds),
+    "f32" and "int8" (FakeQuantize on input and weights, which OpenVINO runs
+    as an int8 convolution): the best of `runs` of the Convolution node's own
+    time (PERF_COUNT), reorders and the input's quantization left out. Unlike
+    onnxruntime's it obeys --max-isa (OpenVINO runs its f32 MatMul on MLAS,
+    which does not, hence a convolution)."""
+    from caffessd.inference.engines.openvino_engine import openvino
+
+    ov = openvino()
+    import openvino.opset13 as ops
+
+    def const(value):
+        return ops.constant(np.asarray(value, dtype=np.float32))
+
+    def quantized(node, low, high, levels):
+        return ops.fake_quantize(node, const(low), const(high), const(low), const(high), levels)
+
+    rng = np.random.default_rng(0)
+    shape = [1, size, 32, size // 32]
+    rates = {}
+    for label in ("f32", "int8"):
+        parameter = ops.parameter(shape, ov.Type.f32, name="data")
+        data, weights = parameter, const(rng.normal(0, 1, (size, size, 1, 1)))
+        if label == "int8":
+            data, weights = quantized(data, 0.0, 4.0, 256), quantized(weights, -4.0, 4.0, 255)
+        conv = ops.convolution(data, weights, [1, 1], [0, 0], [0, 0], [1, 1])
+        compiled = ov.Core().compile_model(ov.Model([conv], [parameter]), "CPU",
+                                           {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+                                            "PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        x = rng.uniform(0, 4, shape).astype(np.float32)
+        best = None
+        for _ in range(runs + 1):
+            request.infer({0: x})
+            seconds = sum(p.real_time.total_seconds() for p in request.get_profiling_info()
+                          if p.node_type == "Convolution")
+            best = seconds if best is None else min(best, seconds)
+        rates[label] = size ** 3 / best / 1e9
+    return rates
+
+
 def print_ceilings(threads: int, when: str) -> None:
     """The matrix-product rates, measured at the start and again at the end of
     the run: a shared machine's speed drifts over minutes."""
     ceilings = gemm_ceilings(threads)
     print(f"arithmetic ceiling {when}, one 2048^3 matrix product in onnxruntime on {threads} threads: "
           f"float32 {ceilings['fp32']:.0f} GMAC/s, uint8 x int8 {ceilings['int8']:.0f} GMAC/s", flush=True)
+    try:
+        conv = openvino_conv_ceilings(threads)
+    except Exception as exc:  # no OpenVINO: its rows are missing too
+        print(f"  (OpenVINO's convolution ceiling not measured: {str(exc).splitlines()[0][:120]})")
+        return
+    print(f"  and OpenVINO's 1x1 convolution kernel on the same product (its node's own time"
+          f"{', under the cap' if capped_isa() else ''}): "
+          f"f32 {conv['f32']:.0f} GMAC/s, int8 {conv['int8']:.0f} GMAC/s", flush=True)
 
 
 def cli(*args) -> str:
@@ -183,7 +239,7 @@ def engine_variants(engine, prototxt, weights, prep, folder, calibration, images
             from caffessd.inference.engines.openvino_engine import cpu_has_bf16
 
             found[-1] = ("openvino f32", artifact, "openvino", "f32")
-            if cpu_has_bf16():
+            if cpu_has_bf16() and not capped_isa():  # an AVX2 CPU has no bf16
                 found.append(("openvino bf16", artifact, "openvino", "bf16"))
             found.append(("openvino on the .onnx", onnx, "openvino", "f32"))
     return found
@@ -296,6 +352,11 @@ def folder_rate(detector, photos, streams: int = 1) -> tuple:
     return timed_images(lambda: run(photos))
 
 
+def uncapped(label: str) -> bool:
+    """Under --max-isa: a variant whose runtime ignores the cap."""
+    return bool(capped_isa()) and label.split()[0] not in CAPPED_ENGINES
+
+
 def report(name, results, count, threads) -> None:
     lat, lat_cpu, thr = results["latency"], results["latency_cpu"], results["throughput"]
     cv_ms, ort_ms = lat["OpenCV 4.x DNN"], lat.get("onnxruntime fp32")
@@ -315,12 +376,13 @@ def report(name, results, count, threads) -> None:
         gmac_s = results["gmac"] / ms * 1000
         side = (f"{streams[label][0]:11.1f}{streams[label][0] / cv_rate:10.2f}" if label in streams
                 else f"{'-':>11}{'-':>10}")
-        print(f"  {label:<24}{ms:8.2f}{lat_cpu[label]:8.2f}{gmac_s:8.1f}{cv_ms / ms:10.2f}{ort:>12}"
+        shown = label + (" *" if uncapped(label) else "")
+        print(f"  {shown:<24}{ms:8.2f}{lat_cpu[label]:8.2f}{gmac_s:8.1f}{cv_ms / ms:10.2f}{ort:>12}"
               f"{rate:9.1f}{rate / cv_rate:10.2f}{cpu:12.1f}{side}")
-    best = min((label for label in lat if label != "OpenCV 4.x DNN"), key=lat.get)
+    best = min((label for label in lat if label != "OpenCV 4.x DNN" and not uncapped(label)), key=lat.get)
     print(f"  fastest: {best} ({cv_ms / lat[best]:.1f}x OpenCV, {ort_ms / lat[best]:.2f}x onnxruntime fp32)")
-    folder = {(label, "1 stream"): thr[label][0] for label in thr if label != "OpenCV 4.x DNN"}
-    folder.update({(label, f"{threads} streams"): rate for label, (rate, _) in streams.items()})
+    folder = {(label, "1 stream"): thr[label][0] for label in thr if label != "OpenCV 4.x DNN" and not uncapped(label)}
+    folder.update({(label, f"{threads} streams"): rate for label, (rate, _) in streams.items() if not uncapped(label)})
     (label, how), rate = max(folder.items(), key=lambda item: item[1])
     print(f"  fastest over a folder: {label}, {how} ({rate:.1f} images/s, {rate / cv_rate:.1f}x OpenCV's loop)")
 
@@ -351,10 +413,19 @@ def main() -> int:
                         help="comma-separated subset of face, mobilenet, ssdlite")
     parser.add_argument("--map", action="store_true", help="also eval mAP of the face detector's variants")
     parser.add_argument("--map-photos", type=int, default=200)
+    parser.add_argument("--max-isa", choices=sorted(ISA_CAPS),
+                        help="cap OpenVINO's and OpenCV's kernels at this instruction set (an AVX2-only CPU, "
+                             "emulated); onnxruntime, ncnn and TFLite have no such switch and stay uncapped")
     args = parser.parse_args()
+    if args.max_isa:
+        cap_isa(args.max_isa)  # runs the script again under the cap; returns once it is in place
     import cv2
 
     print("CPU:", cpu_report())
+    if capped_isa():
+        print(f"instruction sets capped at {capped_isa().upper()} for {' and '.join(CAPPED_ENGINES)} "
+              f"({', '.join(f'{k}={v}' for k, v in ISA_CAPS[capped_isa()].items())}); rows marked * are "
+              "not capped (onnxruntime, ncnn, TFLite choose kernels by CPUID), nor is the arithmetic ceiling")
     print(f"OpenCV {cv2.__version__}; {args.threads} threads everywhere")
     try:
         from caffessd.inference.engines.openvino_engine import cpu_capabilities
