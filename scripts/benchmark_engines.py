@@ -425,7 +425,7 @@ def main() -> int:
     if capped_isa():
         print(f"instruction sets capped at {capped_isa().upper()} for {' and '.join(CAPPED_ENGINES)} "
               f"({', '.join(f'{k}={v}' for k, v in ISA_CAPS[capped_isa()].items())}); rows marked * are "
-              "not capped (onnxruntime, ncnn, TFLite choose kernels by CPUID), nor is the arithmetic ceiling")
+              "not capped (onnxruntime, ncnn, TFLite choose kernels by CPUID), nor is onnxruntime's matrix product")
     print(f"OpenCV {cv2.__version__}; {args.threads} threads everywhere")
     try:
         from caffessd.inference.engines.openvino_engine import cpu_capabilities

@@ -184,7 +184,7 @@ class OpenVinoEngine(Engine):
         ov.Tensor over the caller's own array (shared memory: OpenVINO reads it
         in place, and it is not touched after infer returns) set on the
         request, then a bare infer(): infer({0: array}, share_inputs=True)
-        does the same through OpenVINO's Python dispatch, 0.03-0.05 ms more
+        does the same through OpenVINO's Python dispatch, about 0.03 ms more
         per run (of a 0.75 ms int8 face detector). The outputs stay the
         request's own; the callers copy the ones they keep."""
         request = self._request()
