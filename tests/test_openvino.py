@@ -321,3 +321,21 @@ print(len(forks), sys.modules["openvino.tools.ovc.telemetry_utils"].tm.__name__,
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "0 openvino.tools.ovc.telemetry_stub False", done.stdout
+
+
+def test_engine_takes_any_array_a_caller_may_hold(face_prototxt, face_caffemodel, face_photos, tmp_path):
+    """The engine hands OpenVINO the caller's array itself (a shared tensor, no
+    copy). Arrays it cannot share (read-only memory, another order or dtype)
+    still run, with the same rows; the caller's array is left as it was."""
+    xml = tmp_path / "face.xml"
+    export_openvino(face_prototxt, face_caffemodel, xml)
+    detector = Detector(artifact=xml, threads=2)
+    picture = detector.prepare(load_image(face_photos[0]))
+    expected = detector.run_blob(picture)
+    assert len(expected) > 0
+    read_only = picture.copy()
+    read_only.setflags(write=False)
+    for variant in (read_only, np.asfortranarray(picture), picture.astype(np.float64)):
+        before = np.array(variant, copy=True)
+        np.testing.assert_array_equal(detector.run_blob(variant), expected)
+        np.testing.assert_array_equal(variant, before)

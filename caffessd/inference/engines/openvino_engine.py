@@ -189,6 +189,8 @@ class OpenVinoEngine(Engine):
         request's own; the callers copy the ones they keep."""
         request = self._request()
         array = np.ascontiguousarray(blob, dtype=self.input_dtype)
+        if not array.flags.writeable:  # a shared ov.Tensor refuses read-only memory
+            array = array.copy()
         request.set_input_tensor(self.tensor_type(array, shared_memory=True))
         request.infer()
         return request
