@@ -8,6 +8,7 @@ VNNI, BF16, AMX), and machines differ from one run to the next.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # (name printed, /proc/cpuinfo flag): the sets the runtimes' kernels dispatch on.
@@ -57,8 +58,6 @@ def cap_isa(name: str) -> None:
     """Run this script again with the instruction sets capped at `name`
     (ISA_CAPS), unless they already are: the runtimes read the variables
     when they load, and caffessd loads OpenCV on import."""
-    import sys
-
     wanted = ISA_CAPS[name]
     if all(os.environ.get(key) == value for key, value in wanted.items()):
         return
